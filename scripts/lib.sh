@@ -1,0 +1,70 @@
+# Shared shell helpers: install test dependencies, start and stop a throwaway PostgreSQL.
+# Sourced by scripts/test.sh and the benchmark scripts.
+
+# Debian packages the tests use, keyed by the command each provides.
+declare -A SLOOP_PACKAGES=(
+  [promtool]=prometheus
+  [amtool]=prometheus-alertmanager
+  [wrk]=wrk
+)
+
+postgres_bin() {
+  ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
+
+ensure_packages() {
+  local missing=()
+  [[ -n "$(postgres_bin)" ]] || missing+=(postgresql)
+  local cmd
+  for cmd in promtool amtool wrk; do
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("${SLOOP_PACKAGES[$cmd]}")
+  done
+  if ((${#missing[@]} == 0)); then
+    return
+  fi
+  echo "==> installing ${missing[*]} (Debian packages)"
+  local sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# PostgreSQL refuses to run as root, so as root it runs as the `postgres` system user.
+as_pg_user() {
+  if [[ $(id -u) -eq 0 ]]; then
+    runuser -u postgres -- "$@"
+  else
+    "$@"
+  fi
+}
+
+start_postgres() {
+  local bin
+  bin="$(postgres_bin)"
+  if [[ -z "$bin" ]]; then
+    echo "PostgreSQL is not installed: apt-get install postgresql" >&2
+    return 1
+  fi
+  PG_DIR="$(mktemp -d /tmp/sloop-pg.XXXXXX)"
+  [[ $(id -u) -ne 0 ]] || chown postgres:postgres "$PG_DIR"
+  PG_PORT="$(free_port)"
+  as_pg_user "$bin/initdb" -D "$PG_DIR/data" -U postgres --auth=trust -E UTF8 --no-sync >/dev/null
+  # Durability off: these databases are thrown away, and tests should not wait on fsync.
+  as_pg_user "$bin/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/log" -w -o \
+    "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+    start >/dev/null
+  POSTGRES_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+  export POSTGRES_URL PG_DIR PG_PORT
+  echo "==> PostgreSQL $("$bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$PG_PORT"
+}
+
+stop_postgres() {
+  if [[ -n "${PG_DIR:-}" && -d "$PG_DIR/data" ]]; then
+    as_pg_user "$(postgres_bin)/pg_ctl" -D "$PG_DIR/data" -m fast -w stop >/dev/null 2>&1 || true
+    rm -rf "$PG_DIR"
+  fi
+}

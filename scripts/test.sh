@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace against real servers.
+#
+# Installs what the tests need when it is missing (Debian packages: PostgreSQL, Prometheus
+# with promtool, Alertmanager with amtool, wrk), starts PostgreSQL on a free loopback port
+# in a temporary data directory, runs `cargo test`, and stops PostgreSQL again.
+# Extra arguments go to `cargo test`, e.g. `./scripts/test.sh -p sloop-user`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+ensure_packages
+start_postgres
+trap stop_postgres EXIT
+
+export SLOOP_TEST_POSTGRES_URL="$POSTGRES_URL"
+echo "==> cargo test (PostgreSQL at $POSTGRES_URL)"
+cargo test --workspace --locked "$@"

@@ -1,0 +1,192 @@
+//! Composing a service's router with the shared layers, and serving it until SIGTERM or
+//! Ctrl-C: stop accepting, let in-flight requests finish, flush telemetry, exit 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use sqlx::migrate::Migrator;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::config::ServiceArgs;
+use crate::db::{Database, DbError, redact};
+use crate::problem::Problem;
+use crate::{ServiceSpec, health};
+
+/// Why a service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("telemetry: {0}")]
+    Telemetry(#[from] telemetry::InitError),
+    #[error("database: {0}")]
+    Database(#[from] DbError),
+    #[error(
+        "cannot listen on {addr}: {source}; is another process using it? pick one with --listen"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Limits applied to every API request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+impl From<&ServiceArgs> for Limits {
+    fn from(args: &ServiceArgs) -> Self {
+        Self {
+            body_bytes: args.body_limit_bytes,
+            request_timeout: args.request_timeout,
+        }
+    }
+}
+
+/// The full application: `api` instrumented and limited, plus `/healthz`, `/readyz`,
+/// `/metrics` and a problem-document 404 for everything else.
+pub fn app(spec: ServiceSpec, api: Router, db: Database, limits: Limits) -> Router {
+    let timeout = limits.request_timeout;
+    // Order matters: the panic catcher sits inside the instrumentation so a panic is
+    // measured as the 500 it becomes.
+    let api = api
+        .layer(middleware::from_fn(move |req, next| {
+            time_limit(timeout, req, next)
+        }))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(DefaultBodyLimit::max(limits.body_bytes));
+    telemetry::http::instrument(api, spec.name)
+        .merge(health::router(db))
+        .merge(telemetry::metrics::router())
+        .fallback(|| async {
+            Problem::not_found("no such route; see /openapi.json for the routes this service has")
+        })
+}
+
+async fn time_limit(limit: Duration, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!("the request did not finish within {limit:?}; retry later"),
+        )
+        .into_response(),
+    }
+}
+
+fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    Problem::internal(&"handler panicked").into_response()
+}
+
+/// A bound listener and the app it will serve. Binding first lets tests use port 0 and
+/// read the real address before serving.
+pub struct Server {
+    listener: TcpListener,
+    app: Router,
+}
+
+impl Server {
+    pub async fn bind(addr: SocketAddr, app: Router) -> Result<Self, StartError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        Ok(Self { listener, app })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` completes, then waits up to `grace` for in-flight requests.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) -> Result<(), StartError> {
+        let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+        let signal = async move {
+            shutdown.await;
+            let _ = stopping_tx.send(true);
+        };
+        let serve = axum::serve(self.listener, self.app)
+            .with_graceful_shutdown(signal)
+            .into_future();
+        tokio::pin!(serve);
+        tokio::select! {
+            result = &mut serve => return result.map_err(StartError::Serve),
+            _ = stopping.wait_for(|stopping| *stopping) => {}
+        }
+        tracing::info!(grace = ?grace, "shutting down: draining in-flight requests");
+        match tokio::time::timeout(grace, serve).await {
+            Ok(result) => result.map_err(StartError::Serve),
+            Err(_) => {
+                tracing::warn!("requests still running after the grace period; stopping anyway");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Completes on SIGTERM (what Kubernetes sends) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+/// Runs a service from start to clean exit: telemetry, database and migrations, the app
+/// built by `api`, serving, and the flush at shutdown.
+pub async fn run(
+    spec: ServiceSpec,
+    args: ServiceArgs,
+    migrations: &Migrator,
+    api: impl FnOnce(Database) -> Router,
+) -> Result<(), StartError> {
+    let telemetry = telemetry::init(spec.name)?;
+    let url = args.database_url(spec);
+    let db = Database::connect(&url, args.db_max_connections, migrations).await?;
+    let app = app(spec, api(db.clone()), db.clone(), Limits::from(&args));
+    let server = Server::bind(args.listen_addr(spec), app).await?;
+    tracing::info!(
+        service = spec.name,
+        address = %server.local_addr(),
+        database = %redact(&url),
+        event_bus = ?args.event_bus,
+        "listening"
+    );
+    let result = server
+        .run_until_stopped(shutdown_signal(), args.shutdown_timeout)
+        .await;
+    db.close().await;
+    tracing::info!("stopped; flushing telemetry");
+    telemetry.shutdown().await;
+    result
+}

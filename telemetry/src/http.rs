@@ -1,0 +1,193 @@
+//! Server-side HTTP instrumentation: one span per request continuing the caller's trace, RED
+//! metrics labelled by route template, and an `x-request-id` carried through.
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use metrics::{Gauge, counter, gauge, histogram};
+use tracing::Instrument;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::metrics::{SERVER_ACTIVE, SERVER_DURATION, SERVER_REQUESTS};
+use crate::propagation::{extract_from_headers, record_ids};
+
+/// Header that correlates one request across services and log lines.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The request id of the request being handled, available to handlers as an extension.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Route label for requests no route matched, so raw paths never become label values.
+const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// Wraps every route of `router` with request spans, metrics and request ids. Call it after
+/// all API routes are added; routes merged in later (health, metrics) stay unmeasured, so
+/// probes and scrapes do not count toward the SLOs.
+pub fn instrument(router: Router, service: &'static str) -> Router {
+    router
+        .route_layer(middleware::from_fn(mark_route))
+        .layer(middleware::from_fn_with_state(service, observe))
+}
+
+/// The request's server span, handed from `observe` to `mark_route`.
+#[derive(Clone)]
+struct RequestSpan(tracing::Span);
+
+/// Runs after routing, where the matched template is known. The span is named here and
+/// only then entered: tracing-opentelemetry starts the OTel span on first entry, and a
+/// started span's name can no longer change.
+async fn mark_route(matched: Option<MatchedPath>, request: Request, next: Next) -> Response {
+    let span = request
+        .extensions()
+        .get::<RequestSpan>()
+        .map(|s| s.0.clone())
+        .unwrap_or_else(tracing::Span::current);
+    if let Some(route) = &matched {
+        span.record("http.route", route.as_str());
+        span.record(
+            "otel.name",
+            format!("{} {}", request.method(), route.as_str()),
+        );
+    }
+    record_ids(&span);
+    let mut response = next.run(request).instrument(span).await;
+    if let Some(route) = matched {
+        response.extensions_mut().insert(route);
+    }
+    response
+}
+
+async fn observe(
+    State(service): State<&'static str>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = method_label(request.method());
+    let request_id = accept_or_generate_request_id(request.headers().get(REQUEST_ID_HEADER));
+    request
+        .extensions_mut()
+        .insert(RequestId(request_id.clone()));
+
+    let span = tracing::info_span!(
+        "HTTP request",
+        otel.name = method,
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = method,
+        url.path = request.uri().path(),
+        http.route = Empty,
+        http.response.status_code = Empty,
+        request_id = %request_id,
+        trace_id = Empty,
+        span_id = Empty,
+    );
+    let _ = span.set_parent(extract_from_headers(request.headers()));
+    request.extensions_mut().insert(RequestSpan(span.clone()));
+
+    let in_flight =
+        InFlight::enter(gauge!(SERVER_ACTIVE, "service" => service, "method" => method));
+    let mut response = next.run(request).await;
+    drop(in_flight);
+
+    let status = response.status();
+    let route = response
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+        span.in_scope(|| tracing::error!(status = status.as_u16(), %route, "request failed"));
+    } else {
+        span.in_scope(|| tracing::debug!(status = status.as_u16(), %route, "request completed"));
+    }
+    let labels = [
+        ("service", service.to_owned()),
+        ("method", method.to_owned()),
+        ("route", route),
+        ("status", status.as_u16().to_string()),
+    ];
+    histogram!(SERVER_DURATION, &labels).record(started.elapsed().as_secs_f64());
+    counter!(SERVER_REQUESTS, &labels).increment(1);
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+/// Keeps an in-flight gauge raised while alive; dropping it lowers the gauge even when the
+/// request future is cancelled because the client went away.
+pub(crate) struct InFlight(Gauge);
+
+impl InFlight {
+    pub(crate) fn enter(gauge: Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// Standard methods by name; anything else is `_OTHER`, as the semantic conventions say,
+/// so a client cannot create unbounded label values.
+pub(crate) fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "_OTHER",
+    }
+}
+
+/// Keeps a caller's request id when it is short printable ASCII, else makes a new one, so
+/// log lines never carry attacker-sized or control-character ids.
+fn accept_or_generate_request_id(header: Option<&HeaderValue>) -> String {
+    header
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_kept_or_replaced() {
+        let good = HeaderValue::from_static("abc-123");
+        assert_eq!(accept_or_generate_request_id(Some(&good)), "abc-123");
+        let spaced = HeaderValue::from_static("has space");
+        assert_ne!(accept_or_generate_request_id(Some(&spaced)), "has space");
+        let long = HeaderValue::from_str(&"x".repeat(200)).unwrap();
+        assert_eq!(accept_or_generate_request_id(Some(&long)).len(), 36);
+        assert_eq!(accept_or_generate_request_id(None).len(), 36);
+    }
+
+    #[test]
+    fn unknown_methods_collapse_to_other() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(
+            method_label(&Method::from_bytes(b"BREW").unwrap()),
+            "_OTHER"
+        );
+    }
+}

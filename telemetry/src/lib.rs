@@ -1,0 +1,275 @@
+//! One telemetry set-up for every sloop service: traces over OTLP, Prometheus metrics,
+//! structured logs (stdout and Loki) and errors to Sentry, configured from the standard env.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), telemetry::InitError> {
+//! let guard = telemetry::init("user")?;
+//! // ... serve, with `telemetry::http::instrument(router, "user")` ...
+//! guard.shutdown().await; // flushes every exporter
+//! # Ok(()) }
+//! ```
+
+pub mod client;
+pub mod config;
+pub mod http;
+mod logs;
+pub mod metrics;
+pub mod propagation;
+
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
+
+pub use client::HttpClient;
+pub use config::{ConfigError, LogFormat, OtlpProtocol, SamplerConfig, TelemetryConfig};
+
+/// Why telemetry could not start. Each variant says which setting to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("RUST_LOG={value:?} is invalid: {source}; e.g. RUST_LOG=info,sqlx=warn")]
+    LogFilter {
+        value: String,
+        source: tracing_subscriber::filter::ParseError,
+    },
+    #[error("cannot build the OTLP exporter for {endpoint}: {source}")]
+    Otlp {
+        endpoint: String,
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+    #[error("cannot set up the Loki exporter (LOKI_URL): {0}")]
+    Loki(String),
+    #[error("telemetry is already initialised in this process")]
+    AlreadyInitialized,
+}
+
+/// Keeps the exporters alive; [`TelemetryGuard::shutdown`] flushes them. Dropping the guard
+/// without calling it still flushes traces, but cannot wait for Loki.
+pub struct TelemetryGuard {
+    tracer_provider: SdkTracerProvider,
+    loki: Option<(
+        tracing_loki::BackgroundTaskController,
+        tokio::task::JoinHandle<()>,
+    )>,
+    sentry: Option<sentry::ClientInitGuard>,
+    flushed: bool,
+}
+
+impl std::fmt::Debug for TelemetryGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelemetryGuard")
+            .field("loki", &self.loki.is_some())
+            .field("sentry", &self.sentry.is_some())
+            .finish()
+    }
+}
+
+impl TelemetryGuard {
+    /// Exports every buffered span, log line and error, waiting at most a few seconds for
+    /// each sink so a dead collector cannot block shutdown.
+    pub async fn shutdown(mut self) {
+        if let Some((controller, task)) = self.loki.take() {
+            controller.shutdown().await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        let provider = self.tracer_provider.clone();
+        let _ = tokio::task::spawn_blocking(move || flush_traces(&provider)).await;
+        self.flushed = true;
+        if let Some(sentry) = self.sentry.take() {
+            let _ = tokio::task::spawn_blocking(move || {
+                sentry.flush(Some(Duration::from_secs(2)));
+            })
+            .await;
+        }
+    }
+
+    /// Exports buffered spans now, without shutting down (tests use it to read their spans).
+    pub fn force_flush(&self) {
+        let _ = self.tracer_provider.force_flush();
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if !self.flushed {
+            flush_traces(&self.tracer_provider);
+        }
+    }
+}
+
+fn flush_traces(provider: &SdkTracerProvider) {
+    let _ = provider.force_flush();
+    let _ = provider.shutdown_with_timeout(Duration::from_secs(5));
+}
+
+/// Starts telemetry for `service` from the process environment. Call once, inside the Tokio
+/// runtime, before serving.
+pub fn init(service: &str) -> Result<TelemetryGuard, InitError> {
+    init_with(TelemetryConfig::from_env(service)?)
+}
+
+/// Starts telemetry from an explicit configuration.
+pub fn init_with(config: TelemetryConfig) -> Result<TelemetryGuard, InitError> {
+    crate::metrics::install();
+    let tracer_provider = build_tracer_provider(&config)?;
+    let tracer = tracer_provider.tracer(config.service_name.clone());
+
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
+    layers.push(stdout_layer(&config)?);
+    // Spans go to OTLP whatever RUST_LOG says: quieting logs must not break traces.
+    layers.push(
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            // Idle/busy timings cost a clock read per poll and no one reads them.
+            .with_tracked_inactivity(false)
+            .with_filter(LevelFilter::INFO)
+            .boxed(),
+    );
+    let loki = match &config.loki_url {
+        Some(url) => {
+            let (layer, controller, task) = loki_layer(&config, url)?;
+            layers.push(layer.with_filter(env_filter(&config)?).boxed());
+            Some((controller, tokio::spawn(task)))
+        }
+        None => None,
+    };
+    let sentry = config.sentry_dsn.as_ref().map(|dsn| {
+        // Errors become Sentry events; warnings and info become breadcrumbs sent with them.
+        // Traces stay with OpenTelemetry, so Sentry's span layer is not installed.
+        use sentry::integrations::tracing::{BreadcrumbLayer, ErrorLayer};
+        layers.push(
+            BreadcrumbLayer::new()
+                .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                    matches!(*meta.level(), tracing::Level::WARN | tracing::Level::INFO)
+                }))
+                .boxed(),
+        );
+        layers.push(ErrorLayer::new().with_filter(LevelFilter::ERROR).boxed());
+        init_sentry(&config, dsn)
+    });
+
+    tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .map_err(|_| InitError::AlreadyInitialized)?;
+    opentelemetry::global::set_tracer_provider(tracer_provider.clone());
+    Ok(TelemetryGuard {
+        tracer_provider,
+        loki,
+        sentry,
+        flushed: false,
+    })
+}
+
+fn env_filter(config: &TelemetryConfig) -> Result<EnvFilter, InitError> {
+    EnvFilter::try_new(&config.log_filter).map_err(|source| InitError::LogFilter {
+        value: config.log_filter.clone(),
+        source,
+    })
+}
+
+fn stdout_layer(
+    config: &TelemetryConfig,
+) -> Result<Box<dyn Layer<Registry> + Send + Sync>, InitError> {
+    let filter = env_filter(config)?;
+    Ok(match config.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(logs::FlatJson)
+            .with_filter(filter)
+            .boxed(),
+        // The default text format prints each span's fields, trace_id and span_id included.
+        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_filter(filter).boxed(),
+    })
+}
+
+fn build_tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, InitError> {
+    let resource = Resource::builder()
+        .with_service_name(config.service_name.clone())
+        .with_attributes(
+            config
+                .environment
+                .iter()
+                .map(|e| opentelemetry::KeyValue::new("deployment.environment.name", e.clone())),
+        )
+        .build();
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_sampler(sampler(config.sampler));
+    if let Some(otlp) = &config.otlp {
+        let otlp_error = |source| InitError::Otlp {
+            endpoint: otlp.traces_endpoint.clone(),
+            source,
+        };
+        let exporter = match otlp.protocol {
+            OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary)
+                .with_endpoint(otlp.traces_endpoint.clone())
+                .build()
+                .map_err(otlp_error)?,
+            OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(otlp.traces_endpoint.clone())
+                .build()
+                .map_err(otlp_error)?,
+        };
+        builder = builder.with_batch_exporter(exporter);
+    }
+    Ok(builder.build())
+}
+
+fn sampler(config: SamplerConfig) -> Sampler {
+    match config {
+        SamplerConfig::AlwaysOn => Sampler::AlwaysOn,
+        SamplerConfig::AlwaysOff => Sampler::AlwaysOff,
+        SamplerConfig::TraceIdRatio(r) => Sampler::TraceIdRatioBased(r),
+        SamplerConfig::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        SamplerConfig::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        SamplerConfig::ParentBasedTraceIdRatio(r) => {
+            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r)))
+        }
+    }
+}
+
+fn loki_layer(
+    config: &TelemetryConfig,
+    url: &str,
+) -> Result<
+    (
+        tracing_loki::Layer,
+        tracing_loki::BackgroundTaskController,
+        tracing_loki::BackgroundTask,
+    ),
+    InitError,
+> {
+    let loki_error = |e: &dyn std::fmt::Display| InitError::Loki(e.to_string());
+    let url = tracing_loki::url::Url::parse(url).map_err(|e| loki_error(&e))?;
+    tracing_loki::builder()
+        .label("service", config.service_name.clone())
+        .map_err(|e| loki_error(&e))?
+        .extra_field("pid", std::process::id().to_string())
+        .map_err(|e| loki_error(&e))?
+        .build_controller_url(url)
+        .map_err(|e| loki_error(&e))
+}
+
+fn init_sentry(config: &TelemetryConfig, dsn: &str) -> sentry::ClientInitGuard {
+    let mut options = sentry::ClientOptions::new().dsn(dsn).release(format!(
+        "{}@{}",
+        config.service_name,
+        env!("CARGO_PKG_VERSION")
+    ));
+    if let Some(environment) = &config.environment {
+        options = options.environment(environment.clone());
+    }
+    sentry::init(options)
+}
