@@ -368,6 +368,21 @@ async fn deleted_users_cannot_change(app: TestApp) {
 }
 
 async fn probes_and_openapi(app: TestApp) {
+    let echoed = app
+        .client
+        .get(app.url("/users"))
+        .header("x-request-id", "req-abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "req-abc-123");
+    let generated = app.client.get(app.url("/users")).send().await.unwrap();
+    assert_eq!(
+        generated.headers()["x-request-id"].len(),
+        36,
+        "a UUID is generated"
+    );
+
     let alive = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(alive.status(), StatusCode::OK);
     let ready: Value = app
