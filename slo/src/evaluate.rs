@@ -1,0 +1,390 @@
+//! Measuring SLOs from a data source: a Prometheus server's HTTP API, or two scrapes of
+//! services' `/metrics` a known time apart (no Prometheus needed).
+
+use std::time::Duration;
+
+use crate::exposition::{self, Sample, Selector};
+use crate::math::{AlertWindow, Counts, timeslice_counts};
+use crate::promql::{error_ratio, errors_rate, total_rate};
+use crate::spec::{Budgeting, Sli, Slo, prom_duration};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot reach {url}: {source}; is it running, and is the URL right?")]
+    Unreachable { url: String, source: reqwest::Error },
+    #[error("{url} answered {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("Prometheus rejected `{query}`: {message}")]
+    Query { query: String, message: String },
+    #[error("{0}")]
+    Exposition(#[from] exposition::ExpositionError),
+    #[error(
+        "SLO {0} uses a raw PromQL SLI, which only a Prometheus source can evaluate; use --prometheus"
+    )]
+    NeedsPrometheus(String),
+}
+
+/// What was measured for one SLO.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// Good and total over the compliance window (or what the source can see of it).
+    pub period: Counts,
+    /// What `period` covers, e.g. `30d` or `since the process started`.
+    pub period_label: String,
+    /// Error ratio per named window, shortest first.
+    pub windows: Vec<(String, f64)>,
+    /// The ratio that drives the current burn rate (the shortest window).
+    pub current_ratio: f64,
+    /// Each alert window pair as (long, short) error ratios.
+    pub alert_inputs: Vec<(AlertWindow, f64, f64)>,
+}
+
+/// Where measurements come from.
+pub enum Source {
+    Prometheus(Prometheus),
+    Scrapes(Scrapes),
+}
+
+impl Source {
+    pub fn measure(&self, slo: &Slo, windows: &[AlertWindow]) -> Result<Measured, SourceError> {
+        match self {
+            Source::Prometheus(p) => p.measure(slo, windows),
+            Source::Scrapes(s) => s.measure(slo, windows),
+        }
+    }
+}
+
+/// A Prometheus server's HTTP API.
+pub struct Prometheus {
+    base: String,
+    client: reqwest::blocking::Client,
+}
+
+impl Prometheus {
+    pub fn new(base: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            client: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("a client with a time-out always builds"),
+        }
+    }
+
+    /// Evaluates `query` now; an empty result is 0 (no series: no events).
+    pub fn instant(&self, query: &str) -> Result<f64, SourceError> {
+        let body = self.get("/api/v1/query", &[("query", query)])?;
+        let result = &body["data"]["result"];
+        Ok(result[0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite())
+            .unwrap_or(0.0))
+    }
+
+    /// Values of `query` every `step` over the last `span`.
+    pub fn range(
+        &self,
+        query: &str,
+        span: Duration,
+        step: Duration,
+    ) -> Result<Vec<f64>, SourceError> {
+        let end = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let start = (end - span.as_secs_f64()).to_string();
+        let end = end.to_string();
+        let step = step.as_secs().to_string();
+        let body = self.get(
+            "/api/v1/query_range",
+            &[
+                ("query", query),
+                ("start", &start),
+                ("end", &end),
+                ("step", &step),
+            ],
+        )?;
+        Ok(body["data"]["result"][0]["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|pair| pair[1].as_str()?.parse::<f64>().ok())
+            .collect())
+    }
+
+    fn get(&self, path: &str, params: &[(&str, &str)]) -> Result<serde_json::Value, SourceError> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .client
+            .get(&url)
+            .query(params)
+            .send()
+            .map_err(|source| SourceError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        let status = response.status().as_u16();
+        let body: serde_json::Value =
+            response.json().map_err(|source| SourceError::Unreachable {
+                url: url.clone(),
+                source,
+            })?;
+        if body["status"] != "success" {
+            return Err(SourceError::Query {
+                query: params.first().map(|p| p.1.to_owned()).unwrap_or_default(),
+                message: body["error"].as_str().unwrap_or("unknown error").to_owned(),
+            });
+        }
+        if status >= 400 {
+            return Err(SourceError::Status {
+                url,
+                status,
+                body: body.to_string(),
+            });
+        }
+        Ok(body)
+    }
+
+    pub fn measure(&self, slo: &Slo, windows: &[AlertWindow]) -> Result<Measured, SourceError> {
+        let period = slo.window.period();
+        let mut ratios = Vec::new();
+        for range in crate::rules::recorded_ranges(windows) {
+            ratios.push((range, self.instant(&error_ratio(&slo.sli, range))?));
+        }
+        let counts = match slo.budgeting {
+            Budgeting::Occurrences => {
+                let seconds = period.as_secs_f64();
+                let total = self.instant(&total_rate(&slo.sli, period))? * seconds;
+                let errors = self.instant(&errors_rate(&slo.sli, period))? * seconds;
+                Counts::new((total - errors).max(0.0), total)
+            }
+            Budgeting::Timeslices {
+                slice,
+                slice_objective,
+            } => {
+                let errors = self.range(&errors_rate(&slo.sli, slice), period, slice)?;
+                let totals = self.range(&total_rate(&slo.sli, slice), period, slice)?;
+                let slices: Vec<Counts> = errors
+                    .iter()
+                    .zip(&totals)
+                    .map(|(e, t)| Counts::new((t - e).max(0.0), *t))
+                    .collect();
+                timeslice_counts(&slices, slice_objective)
+            }
+        };
+        let ratio_of = |d: Duration| {
+            ratios
+                .iter()
+                .find(|(r, _)| *r == d)
+                .map(|(_, v)| *v)
+                .unwrap_or(0.0)
+        };
+        Ok(Measured {
+            period: counts,
+            period_label: prom_duration(period),
+            windows: ratios
+                .iter()
+                .map(|(r, v)| (prom_duration(*r), *v))
+                .collect(),
+            current_ratio: ratios.first().map(|(_, v)| *v).unwrap_or(0.0),
+            alert_inputs: windows
+                .iter()
+                .map(|w| (*w, ratio_of(w.long), ratio_of(w.short)))
+                .collect(),
+        })
+    }
+}
+
+/// Two scrapes of the same `/metrics` endpoints, `interval` apart.
+pub struct Scrapes {
+    pub first: Vec<Sample>,
+    pub second: Vec<Sample>,
+    pub interval: Duration,
+}
+
+impl Scrapes {
+    /// Scrapes every URL, waits `interval`, scrapes again.
+    pub fn take(
+        urls: &[String],
+        interval: Duration,
+        wait: impl Fn(Duration),
+    ) -> Result<Self, SourceError> {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("a client with a time-out always builds");
+        let scrape = || -> Result<Vec<Sample>, SourceError> {
+            let mut all = Vec::new();
+            for url in urls {
+                let response =
+                    client
+                        .get(url)
+                        .send()
+                        .map_err(|source| SourceError::Unreachable {
+                            url: url.clone(),
+                            source,
+                        })?;
+                let status = response.status().as_u16();
+                let text = response.text().map_err(|source| SourceError::Unreachable {
+                    url: url.clone(),
+                    source,
+                })?;
+                if status >= 400 {
+                    return Err(SourceError::Status {
+                        url: url.clone(),
+                        status,
+                        body: text,
+                    });
+                }
+                all.extend(exposition::parse(&text)?);
+            }
+            Ok(all)
+        };
+        let first = scrape()?;
+        wait(interval);
+        let second = scrape()?;
+        Ok(Self {
+            first,
+            second,
+            interval,
+        })
+    }
+
+    pub fn measure(&self, slo: &Slo, windows: &[AlertWindow]) -> Result<Measured, SourceError> {
+        let since_start = counts_in(&self.second, slo)?;
+        let before = counts_in(&self.first, slo)?;
+        let interval = if since_start.total >= before.total {
+            Counts::new(
+                since_start.good - before.good,
+                since_start.total - before.total,
+            )
+        } else {
+            // The process restarted between scrapes: its counters began again at zero.
+            since_start
+        };
+        let interval_label = format!("last {}", humanize(self.interval));
+        Ok(Measured {
+            period: since_start,
+            period_label: "since the process started".into(),
+            windows: vec![
+                (interval_label, interval.error_ratio()),
+                ("since start".into(), since_start.error_ratio()),
+            ],
+            current_ratio: interval.error_ratio(),
+            // Long windows read the whole history, short ones the interval just measured.
+            alert_inputs: windows
+                .iter()
+                .map(|w| (*w, since_start.error_ratio(), interval.error_ratio()))
+                .collect(),
+        })
+    }
+}
+
+fn counts_in(samples: &[Sample], slo: &Slo) -> Result<Counts, SourceError> {
+    match &slo.sli {
+        Sli::Availability {
+            metric,
+            selector,
+            error_status,
+        } => {
+            let base = Selector::parse(selector)?;
+            let total = exposition::sum(samples, metric, &base);
+            let errors = exposition::sum(
+                samples,
+                metric,
+                &base.and(&format!("status=~\"{error_status}\""))?,
+            );
+            Ok(Counts::new(total - errors, total))
+        }
+        Sli::Latency {
+            metric,
+            selector,
+            threshold_seconds,
+        } => {
+            let base = Selector::parse(selector)?;
+            let total = exposition::sum(samples, &format!("{metric}_count"), &base);
+            let good: f64 = samples
+                .iter()
+                .filter(|s| s.name == format!("{metric}_bucket") && base.matches(&s.labels))
+                .filter(|s| {
+                    s.labels.get("le").and_then(|le| le.parse::<f64>().ok())
+                        == Some(*threshold_seconds)
+                })
+                .map(|s| s.value)
+                .sum();
+            Ok(Counts::new(good.min(total), total))
+        }
+        Sli::Ratio { .. } => Err(SourceError::NeedsPrometheus(slo.name.clone())),
+    }
+}
+
+/// `90s` → `1m30s`, for labels people read.
+pub fn humanize(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 86_400, (s % 86_400) / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, 0, s) => format!("{s}s"),
+        (0, 0, m, 0) => format!("{m}m"),
+        (0, 0, m, s) => format!("{m}m{s}s"),
+        (0, h, m, _) => format!("{h}h{m:02}m"),
+        (d, h, _, _) => format!("{d}d{h}h"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::math::WORKBOOK_WINDOWS;
+    use crate::spec::{Alerting, Window};
+
+    fn availability() -> Slo {
+        Slo {
+            name: "availability".into(),
+            description: String::new(),
+            objective: 0.999,
+            window: Window::Rolling(Duration::from_secs(30 * 86_400)),
+            sli: Sli::Availability {
+                metric: "http_server_requests_total".into(),
+                selector: "service=\"user\"".into(),
+                error_status: "5..".into(),
+            },
+            budgeting: Budgeting::Occurrences,
+            alerting: Alerting::default(),
+            labels: vec![],
+        }
+    }
+
+    #[test]
+    fn two_scrapes_give_interval_and_cumulative_ratios() {
+        let first = exposition::parse(
+            "http_server_requests_total{service=\"user\",status=\"200\"} 1000\nhttp_server_requests_total{service=\"user\",status=\"500\"} 0\n",
+        )
+        .unwrap();
+        let second = exposition::parse(
+            "http_server_requests_total{service=\"user\",status=\"200\"} 1990\nhttp_server_requests_total{service=\"user\",status=\"500\"} 10\n",
+        )
+        .unwrap();
+        let scrapes = Scrapes {
+            first,
+            second,
+            interval: Duration::from_secs(30),
+        };
+        let m = scrapes.measure(&availability(), &WORKBOOK_WINDOWS).unwrap();
+        assert_eq!(m.period, Counts::new(1990.0, 2000.0));
+        assert!(
+            (m.current_ratio - 0.01).abs() < 1e-12,
+            "10 of the 1000 new requests failed"
+        );
+        assert_eq!(m.windows[0].0, "last 30s");
+    }
+
+    #[test]
+    fn humanized_durations() {
+        assert_eq!(humanize(Duration::from_secs(90)), "1m30s");
+        assert_eq!(humanize(Duration::from_secs(3 * 3600 + 120)), "3h02m");
+    }
+}

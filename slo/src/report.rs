@@ -1,0 +1,378 @@
+//! The SLO report: per SLO the SLI, budget left (ratio and minutes), burn per window, the
+//! alerts that would fire, time to exhaustion and the policy verdict; rendered as a
+//! terminal table, Markdown, JSON or a self-contained HTML page with charts.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::evaluate::{Measured, humanize};
+use crate::math::{Severity, Verdict, budget_minutes, burn_rate, time_to_exhaustion, verdict};
+use crate::promql::number;
+use crate::rules::{alert_name, slo_id};
+use crate::spec::{ServiceSlos, Slo, Window};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SloReport {
+    pub id: String,
+    pub service: String,
+    pub slo: String,
+    pub objective: f64,
+    pub window: String,
+    /// Share of good events (or good time slices) over `measured_over`.
+    pub sli: f64,
+    pub measured_over: String,
+    pub good: f64,
+    pub total: f64,
+    pub budget_remaining: f64,
+    /// Budget left, as minutes of total outage.
+    pub budget_remaining_minutes: f64,
+    pub burn_rates: Vec<WindowBurn>,
+    pub current_burn: f64,
+    pub firing: Vec<String>,
+    /// Seconds until the budget is gone at the current burn; `None` when it is not burning.
+    pub exhaustion_seconds: Option<u64>,
+    pub verdict: Verdict,
+    pub breached: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowBurn {
+    pub window: String,
+    pub error_ratio: f64,
+    pub burn_rate: f64,
+}
+
+pub fn build(
+    service: &ServiceSlos,
+    slo: &Slo,
+    measured: &Measured,
+    at_risk_below: f64,
+) -> SloReport {
+    let budget = slo.error_budget();
+    let period = slo.window.period();
+    let error_ratio = measured.period.error_ratio();
+    let remaining = 1.0 - burn_rate(error_ratio, budget);
+    let current_burn = burn_rate(measured.current_ratio, budget);
+    let mut firing: Vec<String> = Vec::new();
+    for (window, long, short) in &measured.alert_inputs {
+        if slo.alerting.enabled && window.fires(*long, *short, budget, period) {
+            let name = alert_name(window.severity).to_owned();
+            if !firing.contains(&name) {
+                firing.push(name);
+            }
+        }
+    }
+    let paging = firing.iter().any(|a| a == alert_name(Severity::Page));
+    SloReport {
+        id: slo_id(&service.service, slo),
+        service: service.service.clone(),
+        slo: slo.name.clone(),
+        objective: slo.objective,
+        window: match slo.window {
+            Window::Rolling(d) => crate::spec::prom_duration(d),
+            Window::CalendarMonth => "calendar month".into(),
+        },
+        sli: measured.period.sli(),
+        measured_over: measured.period_label.clone(),
+        good: measured.period.good,
+        total: measured.period.total,
+        budget_remaining: remaining,
+        budget_remaining_minutes: remaining.max(0.0) * budget_minutes(budget, period),
+        burn_rates: measured
+            .windows
+            .iter()
+            .map(|(w, r)| WindowBurn {
+                window: w.clone(),
+                error_ratio: *r,
+                burn_rate: burn_rate(*r, budget),
+            })
+            .collect(),
+        current_burn,
+        firing,
+        exhaustion_seconds: time_to_exhaustion(remaining, current_burn, period)
+            .map(|d| d.as_secs()),
+        verdict: verdict(remaining, paging, at_risk_below),
+        breached: measured.period.sli() < slo.objective,
+    }
+}
+
+fn percent(x: f64) -> String {
+    format!("{}%", number((x * 100_000.0).round() / 1000.0))
+}
+
+fn exhaustion(r: &SloReport) -> String {
+    match r.exhaustion_seconds {
+        None => "not burning".into(),
+        Some(0) => "exhausted".into(),
+        Some(s) => humanize(std::time::Duration::from_secs(s)),
+    }
+}
+
+fn burns(r: &SloReport) -> String {
+    r.burn_rates
+        .iter()
+        .map(|b| {
+            format!(
+                "{} {}x",
+                b.window,
+                number((b.burn_rate * 100.0).round() / 100.0)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+const HEADERS: [&str; 9] = [
+    "SLO",
+    "objective",
+    "SLI",
+    "budget left",
+    "minutes left",
+    "burn",
+    "alerts",
+    "exhausted in",
+    "verdict",
+];
+
+fn rows(reports: &[SloReport]) -> Vec<[String; 9]> {
+    reports
+        .iter()
+        .map(|r| {
+            [
+                r.id.clone(),
+                percent(r.objective),
+                format!("{} ({})", percent(r.sli), r.measured_over),
+                percent(r.budget_remaining),
+                format!("{:.1}", r.budget_remaining_minutes),
+                burns(r),
+                if r.firing.is_empty() {
+                    "none".into()
+                } else {
+                    r.firing.join(", ")
+                },
+                exhaustion(r),
+                r.verdict.as_str().into(),
+            ]
+        })
+        .collect()
+}
+
+/// Aligned columns for a terminal.
+pub fn table(reports: &[SloReport]) -> String {
+    let rows = rows(reports);
+    let mut widths = HEADERS.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    let mut out = line(HEADERS.to_vec()) + "\n";
+    for row in &rows {
+        out += &line(row.iter().map(String::as_str).collect());
+        out.push('\n');
+    }
+    out
+}
+
+pub fn markdown(reports: &[SloReport]) -> String {
+    let mut out = String::from("# SLO report\n\n");
+    out += &format!(
+        "| {} |\n|{}|\n",
+        HEADERS.join(" | "),
+        HEADERS.map(|_| "---").join("|")
+    );
+    for row in rows(reports) {
+        out += &format!("| {} |\n", row.map(|c| c.replace('|', "\\|")).join(" | "));
+    }
+    for r in reports {
+        let _ = write!(
+            out,
+            "\n## {}\n\n{} good of {} events {}. Budget left {} ({:.1} minutes of full outage). Verdict: **{}**.\n\n| window | error ratio | burn rate |\n|---|---|---|\n",
+            r.id,
+            number(r.good.round()),
+            number(r.total.round()),
+            r.measured_over,
+            percent(r.budget_remaining),
+            r.budget_remaining_minutes,
+            r.verdict.as_str()
+        );
+        for b in &r.burn_rates {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {}x |",
+                b.window,
+                percent(b.error_ratio),
+                number((b.burn_rate * 100.0).round() / 100.0)
+            );
+        }
+    }
+    out
+}
+
+pub fn json(reports: &[SloReport]) -> String {
+    serde_json::to_string_pretty(&serde_json::json!({ "slos": reports }))
+        .expect("reports serialise")
+}
+
+/// A self-contained page: a budget bar and a burn-rate bar chart per SLO, inline SVG.
+pub fn html(reports: &[SloReport]) -> String {
+    let mut body = String::new();
+    for r in reports {
+        let colour = match r.verdict {
+            Verdict::Ok => "#2e7d32",
+            Verdict::AtRisk => "#ef6c00",
+            Verdict::Exhausted => "#c62828",
+        };
+        let _ = write!(
+            body,
+            "<section><h2>{id}</h2><p>objective {obj} over {win}; SLI {sli} ({over}); <strong style=\"color:{colour}\">{verdict}</strong>; budget exhausted in {ex}; alerts: {alerts}</p>{budget}{chart}</section>",
+            id = escape(&r.id),
+            obj = percent(r.objective),
+            win = escape(&r.window),
+            sli = percent(r.sli),
+            over = escape(&r.measured_over),
+            verdict = r.verdict.as_str(),
+            ex = exhaustion(r),
+            alerts = if r.firing.is_empty() {
+                "none".into()
+            } else {
+                escape(&r.firing.join(", "))
+            },
+            budget = budget_bar(r.budget_remaining, colour),
+            chart = burn_chart(r),
+        );
+    }
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>SLO report</title><style>body{{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;color:#222}}section{{border-top:1px solid #ddd;padding:1em 0}}svg text{{font-size:12px}}</style></head><body><h1>SLO report</h1><pre>{}</pre>{body}</body></html>",
+        escape(&table(reports))
+    )
+}
+
+fn budget_bar(remaining: f64, colour: &str) -> String {
+    let width = (remaining.clamp(0.0, 1.0) * 600.0).round();
+    format!(
+        "<svg width=\"640\" height=\"40\" role=\"img\" aria-label=\"budget remaining\"><rect x=\"0\" y=\"10\" width=\"600\" height=\"18\" fill=\"#eee\"/><rect x=\"0\" y=\"10\" width=\"{width}\" height=\"18\" fill=\"{colour}\"/><text x=\"4\" y=\"24\">budget left {}</text></svg>",
+        percent(remaining)
+    )
+}
+
+/// Burn per window as bars, with the page (14.4x) and ticket (1x) lines for scale.
+fn burn_chart(r: &SloReport) -> String {
+    let max = r
+        .burn_rates
+        .iter()
+        .map(|b| b.burn_rate)
+        .fold(15.0_f64, f64::max);
+    let height = 160.0;
+    let bar = 48.0;
+    let mut svg = format!(
+        "<svg width=\"{}\" height=\"200\" role=\"img\" aria-label=\"burn rate per window\">",
+        60.0 + bar * 1.5 * r.burn_rates.len() as f64
+    );
+    for (i, b) in r.burn_rates.iter().enumerate() {
+        let h = (b.burn_rate / max * height).min(height);
+        let x = 40.0 + i as f64 * bar * 1.5;
+        let _ = write!(
+            svg,
+            "<rect x=\"{x}\" y=\"{}\" width=\"{bar}\" height=\"{h}\" fill=\"#1565c0\"/><text x=\"{x}\" y=\"195\">{}</text><text x=\"{x}\" y=\"{}\">{}x</text>",
+            170.0 - h,
+            escape(&b.window),
+            165.0 - h,
+            number((b.burn_rate * 10.0).round() / 10.0)
+        );
+    }
+    for (level, label) in [(14.4, "page 14.4x"), (1.0, "1x")] {
+        let y = 170.0 - level / max * height;
+        let _ = write!(
+            svg,
+            "<line x1=\"30\" x2=\"100%\" y1=\"{y}\" y2=\"{y}\" stroke=\"#c62828\" stroke-dasharray=\"4\"/><text x=\"0\" y=\"{y}\">{label}</text>"
+        );
+    }
+    svg + "</svg>"
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::math::{Counts, WORKBOOK_WINDOWS};
+    use crate::spec::{Alerting, Budgeting, Sli};
+    use std::time::Duration;
+
+    fn slo() -> (ServiceSlos, Slo) {
+        let slo = Slo {
+            name: "availability".into(),
+            description: String::new(),
+            objective: 0.999,
+            window: Window::Rolling(Duration::from_secs(30 * 86_400)),
+            sli: Sli::Ratio {
+                errors: "e".into(),
+                total: "t".into(),
+            },
+            budgeting: Budgeting::Occurrences,
+            alerting: Alerting::default(),
+            labels: vec![],
+        };
+        let service = ServiceSlos {
+            service: "user".into(),
+            labels: vec![],
+            slos: vec![slo.clone()],
+            source: "x".into(),
+        };
+        (service, slo)
+    }
+
+    #[test]
+    fn report_numbers_follow_the_math() {
+        let (service, slo) = slo();
+        // Half the budget spent; burning at 14.4x right now on every window.
+        let measured = Measured {
+            period: Counts::new(999_500.0, 1_000_000.0),
+            period_label: "30d".into(),
+            windows: vec![("5m".into(), 0.0144), ("1h".into(), 0.0144)],
+            current_ratio: 0.0144,
+            alert_inputs: WORKBOOK_WINDOWS
+                .iter()
+                .map(|w| (*w, 0.0144 * 1.01, 0.0144 * 1.01))
+                .collect(),
+        };
+        let r = build(&service, &slo, &measured, 0.25);
+        assert!((r.budget_remaining - 0.5).abs() < 1e-9);
+        assert!((r.budget_remaining_minutes - 21.6).abs() < 1e-9);
+        assert!((r.current_burn - 14.4).abs() < 1e-9);
+        // Half a budget at 14.4x lasts 25 hours.
+        assert_eq!(r.exhaustion_seconds, Some(25 * 3600));
+        assert_eq!(
+            r.firing,
+            vec!["ErrorBudgetBurnPage", "ErrorBudgetBurnTicket"]
+        );
+        assert_eq!(r.verdict, Verdict::AtRisk);
+        assert!(!r.breached);
+        let text = table(std::slice::from_ref(&r));
+        assert!(
+            text.contains("user-availability") && text.contains("at risk"),
+            "{text}"
+        );
+        assert!(markdown(std::slice::from_ref(&r)).contains("| 5m | 1.44% | 14.4x |"));
+        assert!(html(std::slice::from_ref(&r)).contains("<svg"));
+        let parsed: serde_json::Value = serde_json::from_str(&json(&[r])).unwrap();
+        assert_eq!(parsed["slos"][0]["verdict"], "at-risk");
+    }
+}

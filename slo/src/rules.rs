@@ -1,0 +1,215 @@
+//! Prometheus rules for a service's SLOs: Sloth-compatible `slo:*` recordings, and
+//! multi-window multi-burn-rate alerts built from [`crate::math::WORKBOOK_WINDOWS`].
+
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use crate::math::{AlertWindow, Severity, alert_ranges};
+use crate::promql::{error_ratio, errors_rate, number, total_rate};
+use crate::spec::{ServiceSlos, Slo, prom_duration};
+
+/// Alert names, one per severity, so Alertmanager can route on either name or labels.
+pub fn alert_name(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Page => "ErrorBudgetBurnPage",
+        Severity::Ticket => "ErrorBudgetBurnTicket",
+    }
+}
+
+/// `service-slo`: unique across the platform, used to select one SLO's series.
+pub fn slo_id(service: &str, slo: &Slo) -> String {
+    format!("{service}-{}", slo.name)
+}
+
+/// The labels every series of one SLO carries (Sloth's names, which dashboards expect).
+pub fn slo_labels(service: &ServiceSlos, slo: &Slo) -> Vec<(String, String)> {
+    let mut labels = vec![
+        ("sloth_service".to_owned(), service.service.clone()),
+        ("sloth_slo".to_owned(), slo.name.clone()),
+        ("sloth_id".to_owned(), slo_id(&service.service, slo)),
+    ];
+    labels.extend(service.labels.iter().cloned());
+    labels.extend(slo.labels.iter().cloned());
+    labels
+}
+
+fn label_map(labels: &[(String, String)]) -> Value {
+    Value::Object(
+        labels
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect::<Map<_, _>>(),
+    )
+}
+
+/// Every range a recording is kept for: the alert windows plus 5m for the current burn.
+pub fn recorded_ranges(windows: &[AlertWindow]) -> Vec<Duration> {
+    let mut ranges = alert_ranges(windows);
+    ranges.push(Duration::from_secs(300));
+    ranges.sort();
+    ranges.dedup();
+    ranges
+}
+
+fn record(name: &str, expr: String, labels: &[(String, String)]) -> Value {
+    json!({ "record": name, "expr": expr, "labels": label_map(labels) })
+}
+
+/// The rule file for one service, as a YAML-ready value.
+pub fn rule_groups(service: &ServiceSlos, windows: &[AlertWindow]) -> Value {
+    let mut groups = Vec::new();
+    for slo in &service.slos {
+        let id = slo_id(&service.service, slo);
+        let labels = slo_labels(service, slo);
+        let select = format!("{{sloth_id=\"{id}\"}}");
+        let budget = slo.error_budget();
+        let period = slo.window.period();
+        let period_range = prom_duration(period);
+
+        let mut sli = Vec::new();
+        for range in recorded_ranges(windows) {
+            sli.push(record(
+                &format!("slo:sli_error:ratio_rate{}", prom_duration(range)),
+                error_ratio(&slo.sli, range),
+                &labels,
+            ));
+        }
+        // Raw 5m rates, so the period SLI can be a ratio of sums rather than an average of
+        // ratios (which would weigh a quiet night like a busy afternoon).
+        let five = Duration::from_secs(300);
+        sli.push(record(
+            "slo:sli_errors:rate5m",
+            errors_rate(&slo.sli, five),
+            &labels,
+        ));
+        sli.push(record(
+            "slo:sli_requests:rate5m",
+            total_rate(&slo.sli, five),
+            &labels,
+        ));
+
+        let meta = [
+            record(
+                &format!("slo:sli_error:ratio_rate{period_range}"),
+                format!(
+                    "sum_over_time(slo:sli_errors:rate5m{select}[{period_range}])\n/\nclamp_min(sum_over_time(slo:sli_requests:rate5m{select}[{period_range}]), 1e-12)"
+                ),
+                &labels,
+            ),
+            record(
+                "slo:objective:ratio",
+                format!("vector({})", number(slo.objective)),
+                &labels,
+            ),
+            record(
+                "slo:error_budget:ratio",
+                format!("vector({})", number(budget)),
+                &labels,
+            ),
+            record(
+                "slo:time_period:days",
+                format!("vector({})", number(period.as_secs_f64() / 86_400.0)),
+                &labels,
+            ),
+            record(
+                "slo:current_burn_rate:ratio",
+                format!("slo:sli_error:ratio_rate5m{select} / {}", number(budget)),
+                &labels,
+            ),
+            record(
+                "slo:period_burn_rate:ratio",
+                format!(
+                    "slo:sli_error:ratio_rate{period_range}{select} / {}",
+                    number(budget)
+                ),
+                &labels,
+            ),
+            record(
+                "slo:period_error_budget_remaining:ratio",
+                format!("1 - slo:period_burn_rate:ratio{select}"),
+                &labels,
+            ),
+        ];
+        let mut rules = sli;
+        rules.extend(meta);
+        if slo.alerting.enabled {
+            rules.extend(
+                [Severity::Page, Severity::Ticket]
+                    .into_iter()
+                    .filter_map(|severity| alert_rule(service, slo, windows, severity)),
+            );
+        }
+        // One group per SLO: Prometheus runs the rules of a group in order, so the alerts
+        // always read this evaluation's recordings. Across groups the order is not defined,
+        // and an alert could read recordings older than the lookback window.
+        groups.push(json!({ "name": format!("slo-{id}"), "rules": rules }));
+    }
+    json!({ "groups": groups })
+}
+
+/// The PromQL condition of one window pair: both windows burn faster than designed.
+pub fn window_condition(id: &str, window: &AlertWindow, budget: f64, period: Duration) -> String {
+    let limit = number(window.burn_threshold(period) * budget);
+    format!(
+        "(slo:sli_error:ratio_rate{long}{{sloth_id=\"{id}\"}} > {limit} and slo:sli_error:ratio_rate{short}{{sloth_id=\"{id}\"}} > {limit})",
+        long = prom_duration(window.long),
+        short = prom_duration(window.short),
+    )
+}
+
+fn alert_rule(
+    service: &ServiceSlos,
+    slo: &Slo,
+    windows: &[AlertWindow],
+    severity: Severity,
+) -> Option<Value> {
+    let id = slo_id(&service.service, slo);
+    let period = slo.window.period();
+    let pairs: Vec<&AlertWindow> = windows.iter().filter(|w| w.severity == severity).collect();
+    if pairs.is_empty() {
+        return None;
+    }
+    let expr = pairs
+        .iter()
+        .map(|w| window_condition(&id, w, slo.error_budget(), period))
+        .collect::<Vec<_>>()
+        .join("\nor\n");
+    let mut labels = slo_labels(service, slo);
+    labels.push(("sloth_severity".into(), severity.as_str().into()));
+    labels.extend(match severity {
+        Severity::Page => slo.alerting.page_labels.iter().cloned(),
+        Severity::Ticket => slo.alerting.ticket_labels.iter().cloned(),
+    });
+    let burns = pairs
+        .iter()
+        .map(|w| {
+            format!(
+                "{}x over {} and {}",
+                number(w.burn_threshold(period)),
+                prom_duration(w.long),
+                prom_duration(w.short)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", or ");
+    Some(json!({
+        "alert": alert_name(severity),
+        "expr": expr,
+        "labels": label_map(&labels),
+        "annotations": {
+            "summary": format!("{} {} is burning its error budget too fast", service.service, slo.name),
+            "description": format!(
+                "{}: the error ratio exceeds {burns} (objective {}%, period {}). At this rate the budget runs out early; check `slo report` and the SLO dashboard.",
+                slo_id(&service.service, slo),
+                number(slo.objective * 100.0),
+                prom_duration(period),
+            ),
+        },
+    }))
+}
+
+/// Renders a value as YAML.
+pub fn to_yaml(value: &Value) -> String {
+    serde_saphyr::to_string(value).expect("JSON values always serialise to YAML")
+}
