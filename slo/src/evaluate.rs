@@ -58,10 +58,12 @@ impl Source {
     }
 }
 
-/// A Prometheus server's HTTP API.
+/// A Prometheus server's HTTP API. Every query of one report is evaluated at the same
+/// instant, so errors and totals come from one snapshot even while scrapes continue.
 pub struct Prometheus {
     base: String,
     client: reqwest::blocking::Client,
+    at: f64,
 }
 
 impl Prometheus {
@@ -72,12 +74,14 @@ impl Prometheus {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("a client with a time-out always builds"),
+            at: unix_now(),
         }
     }
 
-    /// Evaluates `query` now; an empty result is 0 (no series: no events).
+    /// Evaluates `query` at this source's instant; an empty result is 0 (no series: no events).
     pub fn instant(&self, query: &str) -> Result<f64, SourceError> {
-        let body = self.get("/api/v1/query", &[("query", query)])?;
+        let time = self.at.to_string();
+        let body = self.get("/api/v1/query", &[("query", query), ("time", &time)])?;
         let result = &body["data"]["result"];
         Ok(result[0]["value"][1]
             .as_str()
@@ -93,10 +97,7 @@ impl Prometheus {
         span: Duration,
         step: Duration,
     ) -> Result<Vec<f64>, SourceError> {
-        let end = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64();
+        let end = self.at;
         let start = (end - span.as_secs_f64()).to_string();
         let end = end.to_string();
         let step = step.as_secs().to_string();
@@ -198,6 +199,13 @@ impl Prometheus {
                 .collect(),
         })
     }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 /// Two scrapes of the same `/metrics` endpoints, `interval` apart.
