@@ -22,6 +22,8 @@ pub enum SourceError {
     Query { query: String, message: String },
     #[error("{0}")]
     Exposition(#[from] exposition::ExpositionError),
+    #[error("load test result {0}")]
+    LoadTest(String),
     #[error(
         "SLO {0} uses a raw PromQL SLI, which only a Prometheus source can evaluate; use --prometheus"
     )]
@@ -47,6 +49,7 @@ pub struct Measured {
 pub enum Source {
     Prometheus(Prometheus),
     Scrapes(Scrapes),
+    LoadTest(LoadTestResult),
 }
 
 impl Source {
@@ -54,7 +57,74 @@ impl Source {
         match self {
             Source::Prometheus(p) => p.measure(slo, windows),
             Source::Scrapes(s) => s.measure(slo, windows),
+            Source::LoadTest(l) => l.measure(slo, windows),
         }
+    }
+}
+
+/// The part of `loadtest`'s `result.json` an SLO needs: the whole run's counts.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct LoadTestResult {
+    pub scenario: String,
+    pub duration_s: f64,
+    pub overall: LoadTestSummary,
+}
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct LoadTestSummary {
+    /// Completed requests.
+    pub requests: u64,
+    pub failed: u64,
+    /// Due but never sent: counted as bad events, since a user would have been failed.
+    pub dropped: u64,
+    /// Completed requests within each bound in milliseconds, e.g. "200".
+    pub within_ms: std::collections::BTreeMap<String, u64>,
+}
+
+impl LoadTestResult {
+    pub fn read(path: &std::path::Path) -> Result<Self, SourceError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SourceError::LoadTest(format!("{}: {e}", path.display())))?;
+        serde_json::from_str(&text).map_err(|e| {
+            SourceError::LoadTest(format!(
+                "{}: not a loadtest result.json: {e}",
+                path.display()
+            ))
+        })
+    }
+
+    pub fn measure(&self, slo: &Slo, windows: &[AlertWindow]) -> Result<Measured, SourceError> {
+        let o = &self.overall;
+        let total = (o.requests + o.dropped) as f64;
+        let counts = match &slo.sli {
+            Sli::Availability { .. } => {
+                Counts::new((o.requests - o.failed.min(o.requests)) as f64, total)
+            }
+            Sli::Latency {
+                threshold_seconds, ..
+            } => {
+                let key = format!("{}", (threshold_seconds * 1000.0).round() as u64);
+                let within = o.within_ms.get(&key).ok_or_else(|| {
+                    SourceError::LoadTest(format!(
+                        "the result has no count within {key} ms; it has {:?}",
+                        o.within_ms.keys().collect::<Vec<_>>()
+                    ))
+                })?;
+                Counts::new(*within as f64, total)
+            }
+            Sli::Ratio { .. } => return Err(SourceError::NeedsPrometheus(slo.name.clone())),
+        };
+        let label = format!("load test {} ({:.0}s)", self.scenario, self.duration_s);
+        Ok(Measured {
+            period: counts,
+            period_label: label.clone(),
+            windows: vec![(label, counts.error_ratio())],
+            current_ratio: counts.error_ratio(),
+            alert_inputs: windows
+                .iter()
+                .map(|w| (*w, counts.error_ratio(), counts.error_ratio()))
+                .collect(),
+        })
     }
 }
 

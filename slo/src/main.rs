@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use slo::evaluate::{Prometheus, Scrapes, Source};
+use slo::evaluate::{LoadTestResult, Prometheus, Scrapes, Source};
 use slo::math::WORKBOOK_WINDOWS;
 use slo::report::{self, SloReport};
 use slo::spec::{ServiceSlos, load_path};
@@ -79,8 +79,11 @@ struct Input {
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     /// Read from this Prometheus server's HTTP API.
-    #[arg(long, conflicts_with = "scrape", required_unless_present = "scrape")]
+    #[arg(long, conflicts_with_all = ["scrape", "loadtest"], required_unless_present_any = ["scrape", "loadtest"])]
     prometheus: Option<String>,
+    /// Read a `loadtest` result.json (its whole run is the window).
+    #[arg(long, conflicts_with = "scrape")]
+    loadtest: Option<PathBuf>,
     /// Read two scrapes of these /metrics URLs instead (no Prometheus needed).
     #[arg(long, num_args = 1..)]
     scrape: Vec<String>,
@@ -264,9 +267,10 @@ fn generate(
 fn evaluate(input: &Input) -> anyhow::Result<Vec<SloReport>> {
     let services = load_all(&input.paths)?;
     let at_risk = input.at_risk_below / 100.0;
-    let source = match &input.prometheus {
-        Some(url) => Source::Prometheus(Prometheus::new(url)),
-        None => {
+    let source = match (&input.prometheus, &input.loadtest) {
+        (Some(url), _) => Source::Prometheus(Prometheus::new(url)),
+        (None, Some(file)) => Source::LoadTest(LoadTestResult::read(file)?),
+        (None, None) => {
             eprintln!(
                 "scraping {} twice, {} apart...",
                 input.scrape.join(", "),

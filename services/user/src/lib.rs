@@ -152,11 +152,11 @@ async fn update_user(
         if user.status == Status::Deleted {
             return Err(StoreError::Deleted(user.id.clone()));
         }
-        if let Some(email) = email {
-            user.email = email;
+        if let Some(email) = &email {
+            user.email.clone_from(email);
         }
-        if let Some(name) = name {
-            user.name = name;
+        if let Some(name) = &name {
+            user.name.clone_from(name);
         }
         Ok(())
     })

@@ -93,51 +93,60 @@ pub async fn get(pool: &AnyPool, id: &str) -> Result<User, StoreError> {
         .ok_or_else(|| StoreError::NotFound(id.to_owned()))
 }
 
-/// Applies `change` to the stored user and saves the result, unless it is deleted.
+/// How often an update re-reads and retries after another writer changed the row first.
+const UPDATE_ATTEMPTS: usize = 3;
+
+/// Applies `change` to the stored user and saves it, retrying when a concurrent writer got
+/// there first (optimistic concurrency on `version`).
+///
+/// The read happens outside the write transaction on purpose: on SQLite a transaction that
+/// reads and then writes must upgrade its lock, and in WAL mode that upgrade fails at once
+/// with SQLITE_BUSY under concurrent writers (busy_timeout does not apply). A transaction
+/// whose first statement writes waits for the lock instead.
 pub async fn update(
     pool: &AnyPool,
     id: &str,
     now: &str,
-    change: impl FnOnce(&mut User) -> Result<(), StoreError>,
+    change: impl Fn(&mut User) -> Result<(), StoreError>,
 ) -> Result<User, StoreError> {
-    let mut tx = pool.begin().await?;
-    let mut user: User = sqlx::query_as::<_, UserRow>(select_users!("WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .map(User::from)
-        .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
-    let before = user.clone();
-    change(&mut user)?;
-    if user == before {
-        return Ok(user);
-    }
-    user.updated_at = now.to_owned();
-    user.version += 1;
-    // The version check turns a lost update from a concurrent writer into a retryable error.
-    let result = sqlx::query(
-        "UPDATE users SET email = $1, name = $2, status = $3, updated_at = $4, version = $5 \
-         WHERE id = $6 AND version = $7",
-    )
-    .bind(&user.email)
-    .bind(&user.name)
-    .bind(user.status.as_str())
-    .bind(&user.updated_at)
-    .bind(user.version)
-    .bind(&user.id)
-    .bind(before.version)
-    .execute(&mut *tx)
-    .await;
-    match result {
-        Err(err) if unique_violation(&err) => Err(StoreError::DuplicateEmail(user.email.clone())),
-        Err(err) => Err(err.into()),
-        Ok(done) if done.rows_affected() == 0 => Err(StoreError::Concurrent(user.id.clone())),
-        // The `user.updated` / `user.status_changed` outbox row will be written here.
-        Ok(_) => {
-            tx.commit().await?;
-            Ok(user)
+    for _ in 0..UPDATE_ATTEMPTS {
+        let before = get(pool, id).await?;
+        let mut user = before.clone();
+        change(&mut user)?;
+        if user == before {
+            return Ok(user);
+        }
+        user.updated_at = now.to_owned();
+        user.version += 1;
+        let mut tx = pool.begin().await?;
+        let result = sqlx::query(
+            "UPDATE users SET email = $1, name = $2, status = $3, updated_at = $4, version = $5 \
+             WHERE id = $6 AND version = $7",
+        )
+        .bind(&user.email)
+        .bind(&user.name)
+        .bind(user.status.as_str())
+        .bind(&user.updated_at)
+        .bind(user.version)
+        .bind(&user.id)
+        .bind(before.version)
+        .execute(&mut *tx)
+        .await;
+        match result {
+            Err(err) if unique_violation(&err) => {
+                return Err(StoreError::DuplicateEmail(user.email.clone()));
+            }
+            Err(err) => return Err(err.into()),
+            // Someone else changed it since we read it: read again and re-apply.
+            Ok(done) if done.rows_affected() == 0 => continue,
+            // The `user.updated` / `user.status_changed` outbox row will be written here.
+            Ok(_) => {
+                tx.commit().await?;
+                return Ok(user);
+            }
         }
     }
+    Err(StoreError::Concurrent(id.to_owned()))
 }
 
 /// Users with ids after `after` (all when empty), oldest first, at most `limit`.

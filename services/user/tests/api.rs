@@ -33,6 +33,7 @@ on_both_backends!(
     pagination_walks_every_user_once,
     deleted_users_cannot_change,
     probes_and_openapi,
+    concurrent_updates_are_never_server_errors,
 );
 
 async fn create(app: &TestApp, email: &str, name: &str) -> reqwest::Response {
@@ -414,5 +415,58 @@ async fn probes_and_openapi(app: TestApp) {
     app.db.close().await;
     let not_ready = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_problem(not_ready, StatusCode::SERVICE_UNAVAILABLE, "database").await;
+    app.stop().await;
+}
+
+async fn concurrent_updates_are_never_server_errors(app: TestApp) {
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let user: Value = create(&app, &format!("c{i}@example.com"), "C")
+            .await
+            .json()
+            .await
+            .unwrap();
+        ids.push(user["id"].as_str().unwrap().to_owned());
+    }
+    // Many writers at once: on SQLite a read-then-write transaction used to fail with
+    // SQLITE_BUSY (a 500) here.
+    let patches = ids
+        .iter()
+        .chain(std::iter::repeat_n(&ids[0], 10))
+        .enumerate()
+        .map(|(n, id)| {
+            app.client
+                .patch(app.url(&format!("/users/{id}")))
+                .json(&json!({ "name": format!("Writer {n}") }))
+                .send()
+        });
+    let statuses: Vec<u16> = futures::future::join_all(patches)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().status().as_u16())
+        .collect();
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 409),
+        "{statuses:?}"
+    );
+    let first: Value = app
+        .client
+        .get(app.url(&format!("/users/{}", ids[0])))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ok_on_first = statuses[0..1]
+        .iter()
+        .chain(&statuses[20..])
+        .filter(|s| **s == 200)
+        .count() as i64;
+    assert_eq!(
+        first["version"].as_i64().unwrap(),
+        1 + ok_on_first,
+        "every 200 is one version step"
+    );
     app.stop().await;
 }

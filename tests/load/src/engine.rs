@@ -45,7 +45,10 @@ impl Default for Live {
             completed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
-            recent: Mutex::new(hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("static bounds")),
+            recent: Mutex::new(
+                hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2)
+                    .expect("static bounds"),
+            ),
         }
     }
 }
@@ -81,7 +84,11 @@ struct Shared {
 }
 
 /// Runs `scenario` against `base_url`, updating `live` as it goes.
-pub async fn run(scenario: &Scenario, base_url: &str, live: Arc<Live>) -> Result<RunResult, RunError> {
+pub async fn run(
+    scenario: &Scenario,
+    base_url: &str,
+    live: Arc<Live>,
+) -> Result<RunResult, RunError> {
     let client = reqwest::Client::builder()
         .timeout(scenario.timeout())
         .pool_max_idle_per_host(scenario.max_in_flight.unwrap_or(2000))
@@ -98,9 +105,11 @@ pub async fn run(scenario: &Scenario, base_url: &str, live: Arc<Live>) -> Result
     setup(scenario, &client, &base, &shared).await?;
 
     let arrivals = crate::schedule::arrival_times(&scenario.stages("scenario")?);
-    let weights = WeightedIndex::new(scenario.steps.iter().map(|s| s.weight)).map_err(|e| RunError::Template {
-        step: "steps".into(),
-        message: e.to_string(),
+    let weights = WeightedIndex::new(scenario.steps.iter().map(|s| s.weight)).map_err(|e| {
+        RunError::Template {
+            step: "steps".into(),
+            message: e.to_string(),
+        }
     })?;
     let max_in_flight = scenario.max_in_flight.unwrap_or(2000).max(1);
     let slots = Arc::new(Semaphore::new(max_in_flight));
@@ -113,7 +122,9 @@ pub async fn run(scenario: &Scenario, base_url: &str, live: Arc<Live>) -> Result
         tokio::time::sleep_until(intended).await;
         shared.live.due.fetch_add(1, Ordering::Relaxed);
         let index = weights.sample(&mut rng);
-        let slot = match tokio::time::timeout_at(intended + lateness, slots.clone().acquire_owned()).await {
+        let slot = match tokio::time::timeout_at(intended + lateness, slots.clone().acquire_owned())
+            .await
+        {
             Ok(Ok(slot)) => slot,
             _ => {
                 shared.steps.lock().expect("stats lock")[index].dropped += 1;
@@ -121,7 +132,8 @@ pub async fn run(scenario: &Scenario, base_url: &str, live: Arc<Live>) -> Result
                 continue;
             }
         };
-        let (client, base, steps, shared) = (client.clone(), base.clone(), steps.clone(), shared.clone());
+        let (client, base, steps, shared) =
+            (client.clone(), base.clone(), steps.clone(), shared.clone());
         tokio::spawn(async move {
             let _slot = slot;
             let step = &steps[index];
@@ -133,9 +145,23 @@ pub async fn run(scenario: &Scenario, base_url: &str, live: Arc<Live>) -> Result
                 Some(s) => s >= 400,
                 None => true,
             };
-            shared.steps.lock().expect("stats lock")[index].record(latency, done - outcome.sent, outcome.status, failed);
-            shared.timeline.lock().expect("timeline lock").record(done - start, latency, failed);
-            let _ = shared.live.recent.lock().expect("recent lock").record((latency.as_micros() as u64).max(1));
+            shared.steps.lock().expect("stats lock")[index].record(
+                latency,
+                done - outcome.sent,
+                outcome.status,
+                failed,
+            );
+            shared
+                .timeline
+                .lock()
+                .expect("timeline lock")
+                .record(done - start, latency, failed);
+            let _ = shared
+                .live
+                .recent
+                .lock()
+                .expect("recent lock")
+                .record((latency.as_micros() as u64).max(1));
             shared.live.completed.fetch_add(1, Ordering::Relaxed);
             if failed {
                 shared.live.failed.fetch_add(1, Ordering::Relaxed);
@@ -154,7 +180,13 @@ pub async fn run(scenario: &Scenario, base_url: &str, live: Arc<Live>) -> Result
         steps_by_name.insert(step.name.clone(), stats);
     }
     let timeline = std::mem::take(&mut *shared.timeline.lock().expect("timeline lock"));
-    Ok(RunResult { overall, steps: steps_by_name, timeline, elapsed, planned: arrivals.len() as u64 })
+    Ok(RunResult {
+        overall,
+        steps: steps_by_name,
+        timeline,
+        elapsed,
+        planned: arrivals.len() as u64,
+    })
 }
 
 struct Outcome {
@@ -182,17 +214,35 @@ async fn send(client: &reqwest::Client, base: &str, step: &Step, shared: &Shared
         let mut captures = shared.captures.write().expect("captures lock");
         for (name, pointer) in &step.capture {
             if let Some(value) = json.pointer(pointer) {
-                captures.add(name, value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string()));
+                captures.add(
+                    name,
+                    value
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| value.to_string()),
+                );
             }
         }
     }
-    Outcome { sent, status: Some(status) }
+    Outcome {
+        sent,
+        status: Some(status),
+    }
 }
 
-fn build(client: &reqwest::Client, base: &str, step: &Step, seq: u64, shared: &Shared) -> Result<reqwest::RequestBuilder, String> {
+fn build(
+    client: &reqwest::Client,
+    base: &str,
+    step: &Step,
+    seq: u64,
+    shared: &Shared,
+) -> Result<reqwest::RequestBuilder, String> {
     let captures = shared.captures.read().expect("captures lock");
     let method = reqwest::Method::from_bytes(step.method.as_bytes()).map_err(|e| e.to_string())?;
-    let mut request = client.request(method, format!("{base}{}", render(&step.path, seq, &captures)?));
+    let mut request = client.request(
+        method,
+        format!("{base}{}", render(&step.path, seq, &captures)?),
+    );
     for (name, value) in &step.headers {
         request = request.header(name, render(value, seq, &captures)?);
     }
@@ -202,12 +252,20 @@ fn build(client: &reqwest::Client, base: &str, step: &Step, seq: u64, shared: &S
     Ok(request)
 }
 
-async fn setup(scenario: &Scenario, client: &reqwest::Client, base: &str, shared: &Shared) -> Result<(), RunError> {
+async fn setup(
+    scenario: &Scenario,
+    client: &reqwest::Client,
+    base: &str,
+    shared: &Shared,
+) -> Result<(), RunError> {
     for step in &scenario.setup {
         for _ in 0..step.repeat {
             let seq = shared.seq.fetch_add(1, Ordering::Relaxed);
-            let request = build(client, base, step, seq, shared)
-                .map_err(|message| RunError::Template { step: step.name.clone(), message })?;
+            let request =
+                build(client, base, step, seq, shared).map_err(|message| RunError::Template {
+                    step: step.name.clone(),
+                    message,
+                })?;
             let response = request.send().await.map_err(|e| RunError::Setup {
                 step: step.name.clone(),
                 message: format!("{e}; is the target running at {base}?"),
@@ -224,7 +282,13 @@ async fn setup(scenario: &Scenario, client: &reqwest::Client, base: &str, shared
                 let mut captures = shared.captures.write().expect("captures lock");
                 for (name, pointer) in &step.capture {
                     if let Some(value) = json.pointer(pointer) {
-                        captures.add(name, value.as_str().map(str::to_owned).unwrap_or_else(|| value.to_string()));
+                        captures.add(
+                            name,
+                            value
+                                .as_str()
+                                .map(str::to_owned)
+                                .unwrap_or_else(|| value.to_string()),
+                        );
                     }
                 }
             }

@@ -60,7 +60,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     let text = std::fs::read_to_string(&cli.scenario).with_context(|| format!("reading {path}"))?;
     let mut scenario = Scenario::parse(&path, &text)?;
     for stage in &mut scenario.stages {
-        for rate in [&mut stage.rate, &mut stage.from, &mut stage.to].into_iter().flatten() {
+        for rate in [&mut stage.rate, &mut stage.from, &mut stage.to]
+            .into_iter()
+            .flatten()
+        {
             *rate *= cli.rate_scale;
         }
         if let Some(d) = &cli.duration {
@@ -87,7 +90,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
 
     let results = report::results(&scenario.name, &target, &result, &thresholds);
     std::fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;
-    std::fs::write(cli.out.join("result.json"), serde_json::to_string_pretty(&results)?)?;
+    std::fs::write(
+        cli.out.join("result.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
     let mut spectra = BTreeMap::new();
     for (name, stats) in &result.steps {
         std::fs::write(cli.out.join(format!("{name}.hgrm")), stats.hgrm())?;
@@ -95,17 +101,32 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             .latency
             .iter_quantiles(1)
             .filter(|v| v.quantile_iterated_to() < 1.0)
-            .map(|v| (1.0 / (1.0 - v.quantile_iterated_to()), v.value_iterated_to() as f64 / 1000.0))
+            .map(|v| {
+                (
+                    1.0 / (1.0 - v.quantile_iterated_to()),
+                    v.value_iterated_to() as f64 / 1000.0,
+                )
+            })
             .collect::<Vec<_>>();
         spectra.insert(name.clone(), points);
     }
-    std::fs::write(cli.out.join("report.html"), report::html(&results, &spectra))?;
+    std::fs::write(
+        cli.out.join("report.html"),
+        report::html(&results, &spectra),
+    )?;
     print!("{}", report::table(&results));
-    println!("results in {}/ (result.json, *.hgrm, report.html)", cli.out.display());
+    println!(
+        "results in {}/ (result.json, *.hgrm, report.html)",
+        cli.out.display()
+    );
     for failed in results.thresholds.iter().filter(|t| !t.passed) {
         eprintln!(
             "threshold failed: {}{} (measured {})",
-            failed.step.as_ref().map(|s| format!("{s}: ")).unwrap_or_default(),
+            failed
+                .step
+                .as_ref()
+                .map(|s| format!("{s}: "))
+                .unwrap_or_default(),
             failed.threshold,
             report::number(failed.value)
         );
@@ -119,13 +140,19 @@ async fn show_progress(live: Arc<Live>, planned: u64) {
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(planned);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
-                .expect("static template")
-                .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
         );
         bar
     });
-    let tick = if bar.is_some() { Duration::from_millis(500) } else { Duration::from_secs(5) };
+    let tick = if bar.is_some() {
+        Duration::from_millis(500)
+    } else {
+        Duration::from_secs(5)
+    };
     let mut last = 0;
     loop {
         tokio::time::sleep(tick).await;
@@ -143,7 +170,11 @@ async fn show_progress(live: Arc<Live>, planned: u64) {
                 bar.set_position(live.due.load(Ordering::Relaxed));
                 bar.set_message(line);
             }
-            None => eprintln!("[{:>5.0}s] {} of {planned} due, {line}", started.elapsed().as_secs_f64(), live.due.load(Ordering::Relaxed)),
+            None => eprintln!(
+                "[{:>5.0}s] {} of {planned} due, {line}",
+                started.elapsed().as_secs_f64(),
+                live.due.load(Ordering::Relaxed)
+            ),
         }
     }
 }

@@ -94,15 +94,22 @@ pub enum ScenarioError {
     #[error("{path}: {message}")]
     Syntax { path: String, message: String },
     #[error("{path}: {field}: {message}")]
-    Invalid { path: String, field: String, message: String },
+    Invalid {
+        path: String,
+        field: String,
+        message: String,
+    },
     #[error("{path}: {0}", path = .1)]
     Threshold(ThresholdError, String),
 }
 
 impl Scenario {
     pub fn parse(path: &str, text: &str) -> Result<Self, ScenarioError> {
-        let scenario: Scenario = serde_saphyr::from_str(text)
-            .map_err(|e| ScenarioError::Syntax { path: path.into(), message: e.to_string() })?;
+        let scenario: Scenario =
+            serde_saphyr::from_str(text).map_err(|e| ScenarioError::Syntax {
+                path: path.into(),
+                message: e.to_string(),
+            })?;
         scenario.validate(path)?;
         Ok(scenario)
     }
@@ -124,11 +131,17 @@ impl Scenario {
             reqwest::Method::from_bytes(step.method.as_bytes())
                 .map_err(|_| invalid(&format!("steps[{i}].method"), "not an HTTP method"))?;
             if !step.path.starts_with('/') {
-                return Err(invalid(&format!("steps[{}].path", step.name), "paths start with /"));
+                return Err(invalid(
+                    &format!("steps[{}].path", step.name),
+                    "paths start with /",
+                ));
             }
             for pointer in step.capture.values() {
                 if !pointer.is_empty() && !pointer.starts_with('/') {
-                    return Err(invalid(&format!("steps[{}].capture", step.name), "captures are JSON pointers such as /id"));
+                    return Err(invalid(
+                        &format!("steps[{}].capture", step.name),
+                        "captures are JSON pointers such as /id",
+                    ));
                 }
             }
         }
@@ -141,13 +154,21 @@ impl Scenario {
 
     pub fn stages(&self, path: &str) -> Result<Vec<Stage>, ScenarioError> {
         if self.stages.is_empty() {
-            return Err(ScenarioError::Invalid { path: path.into(), field: "stages".into(), message: "give at least one stage, e.g. { duration: 60s, rate: 1000 }".into() });
+            return Err(ScenarioError::Invalid {
+                path: path.into(),
+                field: "stages".into(),
+                message: "give at least one stage, e.g. { duration: 60s, rate: 1000 }".into(),
+            });
         }
         self.stages
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let invalid = |message: String| ScenarioError::Invalid { path: path.into(), field: format!("stages[{i}]"), message };
+                let invalid = |message: String| ScenarioError::Invalid {
+                    path: path.into(),
+                    field: format!("stages[{i}]"),
+                    message,
+                };
                 let duration = parse_duration(&s.duration).map_err(invalid)?;
                 let (from, to) = match (s.rate, s.from, s.to) {
                     (Some(r), None, None) => (r, r),
@@ -157,35 +178,53 @@ impl Scenario {
                 if from < 0.0 || to < 0.0 || !from.is_finite() || !to.is_finite() {
                     return Err(invalid("rates are requests per second, 0 or more".into()));
                 }
-                Ok(Stage { duration, from_rate: from, to_rate: to })
+                Ok(Stage {
+                    duration,
+                    from_rate: from,
+                    to_rate: to,
+                })
             })
             .collect()
     }
 
     pub fn thresholds(&self, path: &str) -> Result<Vec<Threshold>, ScenarioError> {
         let whole = self.thresholds.iter().map(|t| Threshold::parse(t, None));
-        let per_step = self
-            .steps
-            .iter()
-            .flat_map(|s| s.thresholds.iter().map(|t| Threshold::parse(t, Some(&s.name))));
-        whole.chain(per_step).collect::<Result<_, _>>().map_err(|e| ScenarioError::Threshold(e, path.into()))
+        let per_step = self.steps.iter().flat_map(|s| {
+            s.thresholds
+                .iter()
+                .map(|t| Threshold::parse(t, Some(&s.name)))
+        });
+        whole
+            .chain(per_step)
+            .collect::<Result<_, _>>()
+            .map_err(|e| ScenarioError::Threshold(e, path.into()))
     }
 
     pub fn max_lateness(&self) -> Duration {
-        self.max_lateness.as_deref().and_then(|d| parse_duration(d).ok()).unwrap_or(Duration::from_secs(1))
+        self.max_lateness
+            .as_deref()
+            .and_then(|d| parse_duration(d).ok())
+            .unwrap_or(Duration::from_secs(1))
     }
 
     pub fn timeout(&self) -> Duration {
-        self.timeout.as_deref().and_then(|d| parse_duration(d).ok()).unwrap_or(Duration::from_secs(10))
+        self.timeout
+            .as_deref()
+            .and_then(|d| parse_duration(d).ok())
+            .unwrap_or(Duration::from_secs(10))
     }
 }
 
 /// `500ms`, `10s`, `2m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let n: f64 = number.parse().map_err(|_| format!("`{text}` is not a duration; write 500ms, 10s or 2m"))?;
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration; write 500ms, 10s or 2m"))?;
     let seconds = match unit {
         "ms" => n / 1000.0,
         "s" => n,
@@ -221,7 +260,11 @@ impl Captures {
 
     pub fn pick(&self, name: &str) -> Option<&String> {
         let list = self.values.get(name)?;
-        if list.is_empty() { None } else { list.get(rand::random_range(0..list.len())) }
+        if list.is_empty() {
+            None
+        } else {
+            list.get(rand::random_range(0..list.len()))
+        }
     }
 }
 
@@ -233,16 +276,16 @@ pub fn render(template: &str, seq: u64, captures: &Captures) -> Result<String, S
     while let Some(open) = rest.find("{{") {
         out.push_str(&rest[..open]);
         let after = &rest[open + 2..];
-        let close = after.find("}}").ok_or_else(|| format!("unclosed {{{{ in `{template}`"))?;
+        let close = after
+            .find("}}")
+            .ok_or_else(|| format!("unclosed {{{{ in `{template}`"))?;
         let name = after[..close].trim();
         match name {
             "seq" => out.push_str(&seq.to_string()),
             "uuid" => out.push_str(&uuid::Uuid::new_v4().to_string()),
-            other => out.push_str(
-                captures
-                    .pick(other)
-                    .ok_or_else(|| format!("`{{{{{other}}}}}` has no value: capture it in a set-up step first"))?,
-            ),
+            other => out.push_str(captures.pick(other).ok_or_else(|| {
+                format!("`{{{{{other}}}}}` has no value: capture it in a set-up step first")
+            })?),
         }
         rest = &after[close + 2..];
     }
@@ -254,7 +297,12 @@ pub fn render(template: &str, seq: u64, captures: &Captures) -> Result<String, S
 pub fn render_json(value: &Value, seq: u64, captures: &Captures) -> Result<Value, String> {
     Ok(match value {
         Value::String(s) => Value::String(render(s, seq, captures)?),
-        Value::Array(items) => Value::Array(items.iter().map(|v| render_json(v, seq, captures)).collect::<Result<_, _>>()?),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| render_json(v, seq, captures))
+                .collect::<Result<_, _>>()?,
+        ),
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| Ok((k.clone(), render_json(v, seq, captures)?)))
@@ -294,19 +342,37 @@ thresholds: ["p(99)<200", "rate<0.001", "dropped==0"]
         assert_eq!(s.stages("mix.yaml").unwrap().len(), 2);
         assert_eq!(s.thresholds("mix.yaml").unwrap().len(), 4);
         let bad = SCENARIO.replace("rate<0.001", "rate<<");
-        assert!(Scenario::parse("mix.yaml", &bad).unwrap_err().to_string().contains("mix.yaml"));
+        assert!(
+            Scenario::parse("mix.yaml", &bad)
+                .unwrap_err()
+                .to_string()
+                .contains("mix.yaml")
+        );
         let bad = SCENARIO.replace("{ duration: 10s, rate: 100 }", "{ duration: 10s }");
-        assert!(Scenario::parse("mix.yaml", &bad).unwrap_err().to_string().contains("stages[1]"));
+        assert!(
+            Scenario::parse("mix.yaml", &bad)
+                .unwrap_err()
+                .to_string()
+                .contains("stages[1]")
+        );
     }
 
     #[test]
     fn templates_fill_sequence_uuid_and_captures() {
         let mut captures = Captures::default();
         captures.add("user_id", "abc".into());
-        assert_eq!(render("/users/{{user_id}}?n={{seq}}", 7, &captures).unwrap(), "/users/abc?n=7");
+        assert_eq!(
+            render("/users/{{user_id}}?n={{seq}}", 7, &captures).unwrap(),
+            "/users/abc?n=7"
+        );
         assert_eq!(render("{{uuid}}", 0, &captures).unwrap().len(), 36);
-        assert!(render("/x/{{missing}}", 0, &captures).unwrap_err().contains("missing"));
-        let body = render_json(&serde_json::json!({"a": ["{{seq}}"], "b": 1}), 3, &captures).unwrap();
+        assert!(
+            render("/x/{{missing}}", 0, &captures)
+                .unwrap_err()
+                .contains("missing")
+        );
+        let body =
+            render_json(&serde_json::json!({"a": ["{{seq}}"], "b": 1}), 3, &captures).unwrap();
         assert_eq!(body, serde_json::json!({"a": ["3"], "b": 1}));
     }
 }

@@ -46,7 +46,11 @@ mod tests {
 
     #[test]
     fn constant_rate_is_evenly_spaced() {
-        let times = arrival_times(&[Stage { duration: Duration::from_secs(2), from_rate: 100.0, to_rate: 100.0 }]);
+        let times = arrival_times(&[Stage {
+            duration: Duration::from_secs(2),
+            from_rate: 100.0,
+            to_rate: 100.0,
+        }]);
         assert_eq!(times.len(), 200);
         assert_eq!(times[0], Duration::ZERO);
         assert_eq!(times[1], Duration::from_millis(10));
@@ -56,13 +60,27 @@ mod tests {
     #[test]
     fn ramps_accelerate_and_stages_follow_each_other() {
         let times = arrival_times(&[
-            Stage { duration: Duration::from_secs(10), from_rate: 0.0, to_rate: 100.0 },
-            Stage { duration: Duration::from_secs(1), from_rate: 50.0, to_rate: 50.0 },
+            Stage {
+                duration: Duration::from_secs(10),
+                from_rate: 0.0,
+                to_rate: 100.0,
+            },
+            Stage {
+                duration: Duration::from_secs(1),
+                from_rate: 50.0,
+                to_rate: 50.0,
+            },
         ]);
         // A ramp from 0 to 100 rps over 10 s sends 500 requests, then 50 more.
         assert_eq!(times.len(), 550);
-        let first_half = times.iter().filter(|t| **t < Duration::from_secs(5)).count();
-        assert!((120..=130).contains(&first_half), "a quarter of the ramp's load falls in its first half: {first_half}");
+        let first_half = times
+            .iter()
+            .filter(|t| **t < Duration::from_secs(5))
+            .count();
+        assert!(
+            (120..=130).contains(&first_half),
+            "a quarter of the ramp's load falls in its first half: {first_half}"
+        );
         assert!(times.windows(2).all(|w| w[0] <= w[1]));
         assert!(times[500] >= Duration::from_secs(10));
     }

@@ -50,10 +50,18 @@ impl StepStats {
     }
 
     /// Records one completed request; `status` is `None` when no response came.
-    pub fn record(&mut self, latency: Duration, service_time: Duration, status: Option<u16>, failed: bool) {
+    pub fn record(
+        &mut self,
+        latency: Duration,
+        service_time: Duration,
+        status: Option<u16>,
+        failed: bool,
+    ) {
         let _ = self.latency.record(micros(latency));
         let _ = self.service_time.record(micros(service_time));
-        let key = status.map(|s| s.to_string()).unwrap_or_else(|| "error".into());
+        let key = status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "error".into());
         *self.statuses.entry(key).or_default() += 1;
         if failed {
             self.failed += 1;
@@ -89,7 +97,11 @@ impl StepStats {
     /// Failed share of requests that were due (dropped ones count as failed).
     pub fn failure_rate(&self) -> f64 {
         let due = self.completed() + self.dropped;
-        if due == 0 { 0.0 } else { (self.failed + self.dropped) as f64 / due as f64 }
+        if due == 0 {
+            0.0
+        } else {
+            (self.failed + self.dropped) as f64 / due as f64
+        }
     }
 
     pub fn summary(&self) -> Summary {
@@ -99,7 +111,10 @@ impl StepStats {
             dropped: self.dropped,
             failure_rate: self.failure_rate(),
             latency_ms: Percentiles::of(|p| self.latency_ms(p), self.max_ms()),
-            service_time_ms: Percentiles::of(|p| self.service_ms(p), self.service_time.max() as f64 / 1000.0),
+            service_time_ms: Percentiles::of(
+                |p| self.service_ms(p),
+                self.service_time.max() as f64 / 1000.0,
+            ),
             statuses: self.statuses.clone(),
             within_ms: LATENCY_BOUNDS_MS
                 .iter()
@@ -111,11 +126,25 @@ impl StepStats {
     /// The percentile spectrum in HdrHistogram's `.hgrm` text format (milliseconds).
     pub fn hgrm(&self) -> String {
         let h = &self.latency;
-        let mut out = format!("{:>12} {:>14} {:>10} {:>14}\n\n", "Value", "Percentile", "TotalCount", "1/(1-Percentile)");
+        let mut out = format!(
+            "{:>12} {:>14} {:>10} {:>14}\n\n",
+            "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+        );
         for v in h.iter_quantiles(1) {
             let q = v.quantile_iterated_to();
-            let inverse = if q < 1.0 { format!("{:.2}", 1.0 / (1.0 - q)) } else { "inf".into() };
-            let _ = writeln!(out, "{:>12.3} {:>14.12} {:>10} {:>14}", v.value_iterated_to() as f64 / 1000.0, q, v.count_since_last_iteration(), inverse);
+            let inverse = if q < 1.0 {
+                format!("{:.2}", 1.0 / (1.0 - q))
+            } else {
+                "inf".into()
+            };
+            let _ = writeln!(
+                out,
+                "{:>12.3} {:>14.12} {:>10} {:>14}",
+                v.value_iterated_to() as f64 / 1000.0,
+                q,
+                v.count_since_last_iteration(),
+                inverse
+            );
         }
         let _ = writeln!(
             out,
@@ -161,7 +190,13 @@ pub struct Percentiles {
 
 impl Percentiles {
     fn of(at: impl Fn(f64) -> f64, max: f64) -> Self {
-        Self { p50: at(50.0), p90: at(90.0), p99: at(99.0), p99_9: at(99.9), max }
+        Self {
+            p50: at(50.0),
+            p90: at(90.0),
+            p99: at(99.0),
+            p99_9: at(99.9),
+            max,
+        }
     }
 }
 
@@ -183,7 +218,10 @@ pub struct Timeline {
 
 impl Timeline {
     pub fn record(&mut self, at: Duration, latency: Duration, failed: bool) {
-        let (h, f) = self.seconds.entry(at.as_secs()).or_insert_with(|| (histogram(), 0));
+        let (h, f) = self
+            .seconds
+            .entry(at.as_secs())
+            .or_insert_with(|| (histogram(), 0));
         let _ = h.record(micros(latency));
         if failed {
             *f += 1;

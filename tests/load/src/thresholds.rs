@@ -32,7 +32,9 @@ enum Op {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
-#[error("threshold `{text}`: {reason}; write it like p(99)<200, max<1000, rate<0.001 or dropped==0")]
+#[error(
+    "threshold `{text}`: {reason}; write it like p(99)<200, max<1000, rate<0.001 or dropped==0"
+)]
 pub struct ThresholdError {
     pub text: String,
     pub reason: String,
@@ -40,11 +42,18 @@ pub struct ThresholdError {
 
 impl Threshold {
     pub fn parse(text: &str, step: Option<&str>) -> Result<Self, ThresholdError> {
-        let error = |reason: &str| ThresholdError { text: text.into(), reason: reason.into() };
+        let error = |reason: &str| ThresholdError {
+            text: text.into(),
+            reason: reason.into(),
+        };
         let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
         let (lhs, op, rhs) = ["<=", ">=", "==", "<", ">"]
             .iter()
-            .find_map(|op| compact.split_once(op).map(|(l, r)| (l.to_owned(), *op, r.to_owned())))
+            .find_map(|op| {
+                compact
+                    .split_once(op)
+                    .map(|(l, r)| (l.to_owned(), *op, r.to_owned()))
+            })
             .ok_or_else(|| error("no comparison (<, <=, ==, >=, >)"))?;
         let op = match op {
             "<" => Op::Lt,
@@ -53,7 +62,9 @@ impl Threshold {
             ">" => Op::Gt,
             _ => Op::Ge,
         };
-        let value: f64 = rhs.parse().map_err(|_| error("the right side is not a number"))?;
+        let value: f64 = rhs
+            .parse()
+            .map_err(|_| error("the right side is not a number"))?;
         let metric = match lhs.as_str() {
             "rate" => Metric::FailureRate,
             "dropped" => Metric::Dropped,
@@ -63,14 +74,22 @@ impl Threshold {
                     .strip_prefix("p(")
                     .and_then(|r| r.strip_suffix(')'))
                     .ok_or_else(|| error("unknown metric; use p(N), max, rate or dropped"))?;
-                let p: f64 = inner.parse().map_err(|_| error("the percentile is not a number"))?;
+                let p: f64 = inner
+                    .parse()
+                    .map_err(|_| error("the percentile is not a number"))?;
                 if !(0.0..=100.0).contains(&p) {
                     return Err(error("percentiles run from 0 to 100"));
                 }
                 Metric::Percentile(p)
             }
         };
-        Ok(Self { text: text.into(), step: step.map(str::to_owned), metric, op, value })
+        Ok(Self {
+            text: text.into(),
+            step: step.map(str::to_owned),
+            metric,
+            op,
+            value,
+        })
     }
 
     /// The measured value and whether it passes.
@@ -120,9 +139,19 @@ mod tests {
     fn checks_against_stats() {
         let mut stats = StepStats::new();
         for ms in 1..=100 {
-            stats.record(std::time::Duration::from_millis(ms), std::time::Duration::from_millis(ms), Some(200), false);
+            stats.record(
+                std::time::Duration::from_millis(ms),
+                std::time::Duration::from_millis(ms),
+                Some(200),
+                false,
+            );
         }
-        stats.record(std::time::Duration::from_millis(5), std::time::Duration::from_millis(5), Some(500), true);
+        stats.record(
+            std::time::Duration::from_millis(5),
+            std::time::Duration::from_millis(5),
+            Some(500),
+            true,
+        );
         stats.dropped = 2;
         let (p99, pass) = Threshold::parse("p(99)<200", None).unwrap().check(&stats);
         assert!(pass && (99.0..=101.0).contains(&p99), "{p99}");
@@ -130,7 +159,12 @@ mod tests {
         let (rate, pass) = Threshold::parse("rate<0.001", None).unwrap().check(&stats);
         // Dropped requests were due and never served: they count as failed.
         assert!(!pass && (rate - 3.0 / 103.0).abs() < 1e-9, "{rate}");
-        assert!(!Threshold::parse("dropped==0", None).unwrap().check(&stats).1);
+        assert!(
+            !Threshold::parse("dropped==0", None)
+                .unwrap()
+                .check(&stats)
+                .1
+        );
         assert!(Threshold::parse("dropped<3", None).unwrap().check(&stats).1);
     }
 }

@@ -1,0 +1,98 @@
+//! Exit codes: a rate the target cannot sustain drops requests and fails `dropped==0`
+//! with exit status 1 naming the threshold; a sustainable run exits 0. Runs the real
+//! `loadtest` binary against a server with a fixed 50 ms service time.
+
+use std::process::Command;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+
+async fn slow_server() -> String {
+    let app = Router::new().route(
+        "/work",
+        get(|| async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            "done"
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+fn scenario(rate: u32) -> std::path::PathBuf {
+    // Five in flight at 50 ms each: at most 100 requests per second get through.
+    let text = format!(
+        "name: capacity\nstages: [ {{ duration: 2s, rate: {rate} }} ]\nsteps: [ {{ name: work, path: /work }} ]\nmax_in_flight: 5\nmax_lateness: 200ms\nthresholds: [ \"dropped==0\", \"p(99)<1000\" ]\n"
+    );
+    let path = std::env::temp_dir().join(format!("capacity-{rate}-{}.yaml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn loadtest(rate: u32, target: &str) -> std::process::Output {
+    let (scenario, target) = (scenario(rate), target.to_owned());
+    let out = std::env::temp_dir().join(format!("capacity-out-{rate}-{}", std::process::id()));
+    tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_loadtest"))
+            .arg(&scenario)
+            .args(["--target", &target, "--out"])
+            .arg(&out)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overload_drops_requests_and_fails_the_threshold() {
+    let target = slow_server().await;
+
+    let passing = loadtest(40, &target).await;
+    assert_eq!(
+        passing.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&passing.stderr)
+    );
+    assert!(String::from_utf8_lossy(&passing.stdout).contains("PASS dropped==0"));
+
+    let failing = loadtest(400, &target).await;
+    assert_eq!(failing.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&failing.stderr);
+    assert!(stderr.contains("threshold failed: dropped==0"), "{stderr}");
+    let out = std::env::temp_dir().join(format!("capacity-out-400-{}", std::process::id()));
+    let result: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap()).unwrap();
+    let dropped = result["overall"]["dropped"].as_u64().unwrap();
+    let served = result["overall"]["requests"].as_u64().unwrap();
+    assert!(
+        dropped > 300,
+        "most of the 800 due requests could not be sent: {dropped} dropped"
+    );
+    assert_eq!(
+        dropped + served,
+        800,
+        "every due request is either served or counted as dropped"
+    );
+    assert!(out.join("work.hgrm").exists() && out.join("report.html").exists());
+
+    // The SLO engine reads the same file: dropped requests are bad events to it too.
+    let run = slo::evaluate::LoadTestResult::read(&out.join("result.json")).unwrap();
+    let specs =
+        slo::spec::load_path(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../slos"))
+            .unwrap();
+    let availability = specs[0]
+        .slos
+        .iter()
+        .find(|s| s.name == "requests-availability")
+        .unwrap();
+    let measured = run
+        .measure(availability, &slo::math::WORKBOOK_WINDOWS)
+        .unwrap();
+    assert_eq!(measured.period.total, 800.0);
+    assert_eq!(measured.period.good, served as f64);
+}
