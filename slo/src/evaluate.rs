@@ -140,10 +140,7 @@ impl Prometheus {
     pub fn new(base: &str) -> Self {
         Self {
             base: base.trim_end_matches('/').to_owned(),
-            client: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .expect("a client with a time-out always builds"),
+            client: http_client(Duration::from_secs(30)),
             at: unix_now(),
         }
     }
@@ -190,32 +187,20 @@ impl Prometheus {
 
     fn get(&self, path: &str, params: &[(&str, &str)]) -> Result<serde_json::Value, SourceError> {
         let url = format!("{}{path}", self.base);
-        let response = self
-            .client
-            .get(&url)
-            .query(params)
-            .send()
-            .map_err(|source| SourceError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
-        let status = response.status().as_u16();
-        let body: serde_json::Value =
-            response.json().map_err(|source| SourceError::Unreachable {
-                url: url.clone(),
-                source,
-            })?;
-        if body["status"] != "success" {
+        let (status, text) = fetch(self.client.get(&url).query(params), &url)?;
+        // Prometheus explains a bad query in a JSON body even on a 400; prefer that.
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        if body["status"] == "error" {
             return Err(SourceError::Query {
                 query: params.first().map(|p| p.1.to_owned()).unwrap_or_default(),
                 message: body["error"].as_str().unwrap_or("unknown error").to_owned(),
             });
         }
-        if status >= 400 {
+        if status >= 400 || body["status"] != "success" {
             return Err(SourceError::Status {
                 url,
                 status,
-                body: body.to_string(),
+                body: text,
             });
         }
         Ok(body)
@@ -271,6 +256,27 @@ impl Prometheus {
     }
 }
 
+fn http_client(timeout: Duration) -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(timeout)
+        .build()
+        .expect("a client with a time-out always builds")
+}
+
+/// Sends `request` and reads the whole body; only transport failures are errors here.
+fn fetch(
+    request: reqwest::blocking::RequestBuilder,
+    url: &str,
+) -> Result<(u16, String), SourceError> {
+    let unreachable = |source| SourceError::Unreachable {
+        url: url.to_owned(),
+        source,
+    };
+    let response = request.send().map_err(unreachable)?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().map_err(unreachable)?))
+}
+
 fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -292,26 +298,11 @@ impl Scrapes {
         interval: Duration,
         wait: impl Fn(Duration),
     ) -> Result<Self, SourceError> {
-        let client = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("a client with a time-out always builds");
+        let client = http_client(Duration::from_secs(10));
         let scrape = || -> Result<Vec<Sample>, SourceError> {
             let mut all = Vec::new();
             for url in urls {
-                let response =
-                    client
-                        .get(url)
-                        .send()
-                        .map_err(|source| SourceError::Unreachable {
-                            url: url.clone(),
-                            source,
-                        })?;
-                let status = response.status().as_u16();
-                let text = response.text().map_err(|source| SourceError::Unreachable {
-                    url: url.clone(),
-                    source,
-                })?;
+                let (status, text) = fetch(client.get(url), url)?;
                 if status >= 400 {
                     return Err(SourceError::Status {
                         url: url.clone(),

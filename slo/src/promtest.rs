@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::math::{AlertWindow, Severity};
 use crate::promql::{equality_labels, number};
-use crate::rules::{alert_name, slo_id, slo_labels};
+use crate::rules::{alert_annotations, alert_labels, alert_name, slo_id, slo_labels};
 use crate::spec::{ServiceSlos, Sli, Slo, prom_duration};
 
 /// Requests per sample step in synthetic traffic.
@@ -188,12 +188,7 @@ fn counter_values(phases: &[(u64, f64)]) -> String {
 }
 
 fn full_labels(service: &ServiceSlos, slo: &Slo, severity: Severity) -> Value {
-    let mut labels = slo_labels(service, slo);
-    labels.push(("sloth_severity".into(), severity.as_str().into()));
-    labels.extend(match severity {
-        Severity::Page => slo.alerting.page_labels.iter().cloned(),
-        Severity::Ticket => slo.alerting.ticket_labels.iter().cloned(),
-    });
+    let labels = alert_labels(service, slo, severity);
     Value::Object(
         labels
             .into_iter()
@@ -235,7 +230,7 @@ fn window_test(
     let eval = baseline + window.long;
     let expected: Vec<Value> = if fires {
         vec![
-            json!({ "exp_labels": full_labels(service, slo, window.severity), "exp_annotations": annotations(service, slo, windows, window.severity) }),
+            json!({ "exp_labels": full_labels(service, slo, window.severity), "exp_annotations": alert_annotations(service, slo, windows, window.severity) }),
         ]
     } else {
         Vec::new()
@@ -258,30 +253,6 @@ fn window_test(
             "exp_alerts": expected,
         }],
     })
-}
-
-/// The annotations the generated rule carries, so the test compares them exactly.
-fn annotations(
-    service: &ServiceSlos,
-    slo: &Slo,
-    windows: &[AlertWindow],
-    severity: Severity,
-) -> Value {
-    let rules = crate::rules::rule_groups(
-        &ServiceSlos {
-            slos: vec![slo.clone()],
-            ..service.clone()
-        },
-        windows,
-    );
-    rules["groups"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
-        .find(|r| r["alert"] == alert_name(severity))
-        .map(|r| r["annotations"].clone())
-        .unwrap_or(Value::Null)
 }
 
 fn zero_traffic_test(service: &ServiceSlos, slo: &Slo, inputs: &SyntheticInputs) -> Value {

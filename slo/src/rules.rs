@@ -175,12 +175,42 @@ fn alert_rule(
         .map(|w| window_condition(&id, w, slo.error_budget(), period))
         .collect::<Vec<_>>()
         .join("\nor\n");
+    Some(json!({
+        "alert": alert_name(severity),
+        "expr": expr,
+        "labels": label_map(&alert_labels(service, slo, severity)),
+        "annotations": annotations(service, slo, &pairs, period),
+    }))
+}
+
+/// Every label an alert of this severity carries: the SLO's, then the severity's own.
+pub fn alert_labels(service: &ServiceSlos, slo: &Slo, severity: Severity) -> Vec<(String, String)> {
     let mut labels = slo_labels(service, slo);
     labels.push(("sloth_severity".into(), severity.as_str().into()));
     labels.extend(match severity {
         Severity::Page => slo.alerting.page_labels.iter().cloned(),
         Severity::Ticket => slo.alerting.ticket_labels.iter().cloned(),
     });
+    labels
+}
+
+/// What an alert of this severity says: which burns it watches and what to do.
+pub fn alert_annotations(
+    service: &ServiceSlos,
+    slo: &Slo,
+    windows: &[AlertWindow],
+    severity: Severity,
+) -> Value {
+    let pairs: Vec<&AlertWindow> = windows.iter().filter(|w| w.severity == severity).collect();
+    annotations(service, slo, &pairs, slo.window.period())
+}
+
+fn annotations(
+    service: &ServiceSlos,
+    slo: &Slo,
+    pairs: &[&AlertWindow],
+    period: Duration,
+) -> Value {
     let burns = pairs
         .iter()
         .map(|w| {
@@ -193,20 +223,15 @@ fn alert_rule(
         })
         .collect::<Vec<_>>()
         .join(", or ");
-    Some(json!({
-        "alert": alert_name(severity),
-        "expr": expr,
-        "labels": label_map(&labels),
-        "annotations": {
-            "summary": format!("{} {} is burning its error budget too fast", service.service, slo.name),
-            "description": format!(
-                "{}: the error ratio exceeds {burns} (objective {}%, period {}). At this rate the budget runs out early; check `slo report` and the SLO dashboard.",
-                slo_id(&service.service, slo),
-                number(slo.objective * 100.0),
-                prom_duration(period),
-            ),
-        },
-    }))
+    json!({
+        "summary": format!("{} {} is burning its error budget too fast", service.service, slo.name),
+        "description": format!(
+            "{}: the error ratio exceeds {burns} (objective {}%, period {}). At this rate the budget runs out early; check `slo report` and the SLO dashboard.",
+            slo_id(&service.service, slo),
+            number(slo.objective * 100.0),
+            prom_duration(period),
+        ),
+    })
 }
 
 /// Renders a value as YAML.

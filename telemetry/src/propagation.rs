@@ -45,12 +45,6 @@ pub fn extract_from_map(map: &HashMap<String, String>) -> opentelemetry::Context
     extract(map)
 }
 
-/// Makes `span` a child of the context found in `map`, and records its ids on it for logs.
-pub fn continue_from_map(span: &tracing::Span, map: &HashMap<String, String>) {
-    let _ = span.set_parent(extract_from_map(map));
-    record_ids(span);
-}
-
 fn extract(carrier: &dyn Extractor) -> opentelemetry::Context {
     propagator().extract(carrier)
 }

@@ -9,7 +9,7 @@ use sqlx::{AnyPool, Executor};
 
 /// Which server is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+enum Backend {
     Sqlite,
     Postgres,
 }
@@ -29,11 +29,10 @@ pub enum DbError {
     },
 }
 
-/// A connection pool plus the backend it talks to. Cheap to clone.
+/// A connection pool to SQLite or PostgreSQL. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Database {
     pool: AnyPool,
-    backend: Backend,
 }
 
 impl Database {
@@ -78,15 +77,11 @@ impl Database {
                 url: redact(url),
                 source,
             })?;
-        Ok(Self { pool, backend })
+        Ok(Self { pool })
     }
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
-    }
-
-    pub fn backend(&self) -> Backend {
-        self.backend
     }
 
     /// A cheap round trip, for readiness.

@@ -13,7 +13,7 @@ pub mod server;
 pub mod testing;
 
 pub use config::{EventBus, ServiceArgs};
-pub use db::{Backend, Database, DbError};
+pub use db::{Database, DbError};
 pub use problem::{Json, Path, Problem, Query};
 pub use server::{Server, StartError, app, run, shutdown_signal};
 

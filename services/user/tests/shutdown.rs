@@ -36,8 +36,8 @@ async fn sigterm_drains_requests_flushes_spans_and_exits_zero() {
             break entry["address"].as_str().unwrap().to_owned();
         }
     };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    // Keep draining stdout so the child never blocks on a full pipe; keep the lines.
+    let logs = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<String>>());
 
     // Start a request and leave its body half sent: it is now in flight.
     let body = br#"{"email":"inflight@example.com","name":"In Flight"}"#;
@@ -91,6 +91,22 @@ async fn sigterm_drains_requests_flushes_spans_and_exits_zero() {
         span.is_some(),
         "the in-flight request's span was flushed before exit; received: {:?}",
         receiver.spans()
+    );
+
+    // A line logged while handling the request carries its trace and request ids.
+    let logs = logs.join().unwrap();
+    let created: serde_json::Value = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|entry: &serde_json::Value| entry["message"] == "user created")
+        .unwrap_or_else(|| panic!("no `user created` line in:\n{}", logs.join("\n")));
+    let span = span.unwrap();
+    assert_eq!(created["trace_id"], span.trace_id.as_str(), "{created}");
+    assert_eq!(created["span_id"], span.span_id.as_str(), "{created}");
+    assert_eq!(
+        created["request_id"].as_str().map(str::len),
+        Some(36),
+        "{created}"
     );
     let _ = std::fs::remove_file(db);
 }

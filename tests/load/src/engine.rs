@@ -207,22 +207,8 @@ async fn send(client: &reqwest::Client, base: &str, step: &Step, shared: &Shared
     let status = response.status().as_u16();
     // The body is read in full: a response is not complete until its last byte.
     let body = response.bytes().await;
-    if !step.capture.is_empty()
-        && let Ok(body) = body
-        && let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body)
-    {
-        let mut captures = shared.captures.write().expect("captures lock");
-        for (name, pointer) in &step.capture {
-            if let Some(value) = json.pointer(pointer) {
-                captures.add(
-                    name,
-                    value
-                        .as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| value.to_string()),
-                );
-            }
-        }
+    if let Ok(body) = body {
+        capture(step, &body, shared);
     }
     Outcome {
         sent,
@@ -278,21 +264,28 @@ async fn setup(
                     message: format!("answered {status}: {}", String::from_utf8_lossy(&body)),
                 });
             }
-            if let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body) {
-                let mut captures = shared.captures.write().expect("captures lock");
-                for (name, pointer) in &step.capture {
-                    if let Some(value) = json.pointer(pointer) {
-                        captures.add(
-                            name,
-                            value
-                                .as_str()
-                                .map(str::to_owned)
-                                .unwrap_or_else(|| value.to_string()),
-                        );
-                    }
-                }
-            }
+            capture(step, &body, shared);
         }
     }
     Ok(())
+}
+
+/// Stores the values a step captures (JSON pointers into its response) for later templates.
+fn capture(step: &Step, body: &[u8], shared: &Shared) {
+    if step.capture.is_empty() {
+        return;
+    }
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return;
+    };
+    let mut captures = shared.captures.write().expect("captures lock");
+    for (name, pointer) in &step.capture {
+        if let Some(value) = json.pointer(pointer) {
+            let text = value
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| value.to_string());
+            captures.add(name, text);
+        }
+    }
 }

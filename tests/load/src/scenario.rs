@@ -127,9 +127,13 @@ impl Scenario {
             return Err(invalid("steps", "at least one step needs a weight above 0"));
         }
         self.stages(path)?;
-        for (i, step) in self.steps.iter().chain(&self.setup).enumerate() {
-            reqwest::Method::from_bytes(step.method.as_bytes())
-                .map_err(|_| invalid(&format!("steps[{i}].method"), "not an HTTP method"))?;
+        for step in self.steps.iter().chain(&self.setup) {
+            reqwest::Method::from_bytes(step.method.as_bytes()).map_err(|_| {
+                invalid(
+                    &format!("steps[{}].method", step.name),
+                    "not an HTTP method",
+                )
+            })?;
             if !step.path.starts_with('/') {
                 return Err(invalid(
                     &format!("steps[{}].path", step.name),

@@ -109,14 +109,6 @@ impl Threshold {
         };
         (measured, pass)
     }
-
-    /// Name as shown in results: `p(99)<200` or `get: p(99)<200`.
-    pub fn label(&self) -> String {
-        match &self.step {
-            Some(step) => format!("{step}: {}", self.text),
-            None => self.text.clone(),
-        }
-    }
 }
 
 #[cfg(test)]
