@@ -68,3 +68,49 @@ stop_postgres() {
     rm -rf "$PG_DIR"
   fi
 }
+
+# Waits until `url` answers 200, for at most `seconds` (default 30).
+wait_for_http() {
+  local url="$1" seconds="${2:-30}"
+  python3 - "$url" "$seconds" <<'PY'
+import sys, time, urllib.request
+url, deadline = sys.argv[1], time.time() + float(sys.argv[2])
+while time.time() < deadline:
+    try:
+        if urllib.request.urlopen(url, timeout=1).status == 200:
+            sys.exit(0)
+    except Exception:
+        pass
+    time.sleep(0.1)
+sys.exit(f"{url} did not answer 200 within {sys.argv[2]} s")
+PY
+}
+
+# Starts scripts/otlp-sink.py; sets OTLP_ENDPOINT and SINK_PID. Counts go to $1 at stop.
+start_otlp_sink() {
+  local report="$1" port
+  port="$(free_port)"
+  python3 scripts/otlp-sink.py --port "$port" --report "$report" &
+  SINK_PID=$!
+  OTLP_ENDPOINT="http://127.0.0.1:$port"
+}
+
+# Samples the resident memory of process $1 every second into file $2 (one KiB value per
+# line) until the process exits. Runs in the background; sets SAMPLER_PID.
+sample_rss() {
+  local pid="$1" out="$2"
+  (
+    while [[ -r /proc/$pid/status ]]; do
+      awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" >>"$out" 2>/dev/null || true
+      sleep 1
+    done
+  ) &
+  SAMPLER_PID=$!
+}
+
+# Stops a background process by pid and waits for it, ignoring one already gone.
+stop_pid() {
+  local pid="$1"
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}

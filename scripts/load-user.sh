@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Runs a load scenario against the user service, both as release binaries in their own
+# processes, the way they run in production.
+#
+# Usage: scripts/load-user.sh [options] [-- extra loadtest flags]
+#   --duration D        replace every stage's duration (default: the scenario's, 60 s)
+#   --rate-scale F      scale every stage's rate (default 1)
+#   --database KIND     sqlite (default) or postgres (a throwaway server is started)
+#   --telemetry on|off  on (default): every span exported over OTLP/HTTP to a local sink,
+#                       metrics recorded, logs written; off: OTEL_SDK_DISABLED=true
+#   --scenario FILE     default tests/load/scenarios/user-mix.yaml
+#   --out DIR           default results/user-mix
+#
+# Exit status is loadtest's (0 when every threshold holds), or 1 when telemetry was on and
+# no span reached the sink. Prints the service's resident memory (peak and median) too.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+duration="" rate_scale=1 database=sqlite telemetry=on
+scenario=tests/load/scenarios/user-mix.yaml out=results/user-mix extra=()
+while (($#)); do
+  case "$1" in
+    --duration) duration="$2"; shift 2 ;;
+    --rate-scale) rate_scale="$2"; shift 2 ;;
+    --database) database="$2"; shift 2 ;;
+    --telemetry) telemetry="$2"; shift 2 ;;
+    --scenario) scenario="$2"; shift 2 ;;
+    --out) out="$2"; shift 2 ;;
+    --) shift; extra=("$@"); break ;;
+    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown option $1; see --help" >&2; exit 2 ;;
+  esac
+done
+
+echo "==> cargo build --release (sloop-user, loadtest)"
+cargo build --release --locked -q -p sloop-user -p loadtest
+
+mkdir -p "$out"
+work="$(mktemp -d /tmp/sloop-load.XXXXXX)"
+pids=()
+cleanup() {
+  local pid
+  for pid in "${pids[@]}"; do stop_pid "$pid"; done
+  [[ "$database" != postgres ]] || stop_postgres
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+case "$database" in
+  sqlite) database_url="sqlite://$work/user.db" ;;
+  postgres) start_postgres; database_url="$POSTGRES_URL" ;;
+  *) echo "--database must be sqlite or postgres" >&2; exit 2 ;;
+esac
+
+service_env=(OTEL_SERVICE_NAME=user LOG_FORMAT=json)
+case "$telemetry" in
+  on)
+    start_otlp_sink "$work/sink.json"
+    pids+=("$SINK_PID")
+    service_env+=(OTEL_EXPORTER_OTLP_ENDPOINT="$OTLP_ENDPOINT" OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)
+    ;;
+  off) service_env+=(OTEL_SDK_DISABLED=true) ;;
+  *) echo "--telemetry must be on or off" >&2; exit 2 ;;
+esac
+
+port="$(free_port)"
+env "${service_env[@]}" target/release/sloop-user --listen "127.0.0.1:$port" \
+  --database-url "$database_url" >"$out/service.log" 2>&1 &
+service_pid=$!
+pids=("$service_pid" "${pids[@]}")
+wait_for_http "http://127.0.0.1:$port/readyz"
+sample_rss "$service_pid" "$work/rss"
+echo "==> sloop-user (pid $service_pid) on 127.0.0.1:$port, $database, telemetry $telemetry"
+
+args=("$scenario" --target "http://127.0.0.1:$port" --out "$out" --rate-scale "$rate_scale")
+[[ -z "$duration" ]] || args+=(--duration "$duration")
+status=0
+target/release/loadtest "${args[@]}" "${extra[@]}" || status=$?
+
+# Memory while loaded: the samples taken during the run, the start-up ones included.
+sort -n "$work/rss" | awk '{v[NR]=$1} END {
+  if (NR) printf "==> sloop-user RSS: peak %.1f MiB, median %.1f MiB (%d samples)\n",
+    v[NR]/1024, v[int((NR+1)/2)]/1024, NR }'
+
+for pid in "${pids[@]}"; do stop_pid "$pid"; done
+pids=()
+if [[ "$telemetry" == on ]]; then
+  exports="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["exports"])' "$work/sink.json")"
+  echo "==> OTLP sink received $exports exports"
+  if ((exports == 0)); then
+    echo "telemetry was on but no span reached the OTLP sink; see $out/service.log" >&2
+    status=1
+  fi
+fi
+exit "$status"
