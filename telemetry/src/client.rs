@@ -43,11 +43,15 @@ impl HttpClient {
 
     /// Sends `request` in a client span. `route` is the callee's route template (for example
     /// `/users/{id}`); it names the span and labels the metrics, so ids stay out of labels.
+    /// Under `OTEL_SDK_DISABLED=true` it only sends.
     pub async fn send(
         &self,
         request: reqwest::RequestBuilder,
         route: &str,
     ) -> Result<reqwest::Response, reqwest::Error> {
+        if crate::sdk_disabled() {
+            return request.send().await;
+        }
         let mut request = request.build()?;
         let method = method_label(request.method());
         let server = server_address(request.url());

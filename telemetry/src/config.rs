@@ -55,6 +55,9 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TelemetryConfig {
     pub service_name: String,
+    /// `OTEL_SDK_DISABLED=true`: no spans, no request metrics, no per-request layer at all
+    /// (log lines still go to stdout). For measuring what telemetry costs.
+    pub sdk_disabled: bool,
     pub otlp: Option<OtlpConfig>,
     pub sampler: SamplerConfig,
     /// `RUST_LOG` directives; `info` when unset.
@@ -85,6 +88,7 @@ impl TelemetryConfig {
                 .filter(|v| !v.is_empty())
         };
         let service_name = get("OTEL_SERVICE_NAME").unwrap_or_else(|| default_service.to_owned());
+        let sdk_disabled = parse_bool("OTEL_SDK_DISABLED", get("OTEL_SDK_DISABLED"))?;
         let protocol = parse_protocol(get("OTEL_EXPORTER_OTLP_PROTOCOL"))?;
         let otlp = parse_otlp(
             get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
@@ -99,6 +103,7 @@ impl TelemetryConfig {
         let sentry_dsn = get("SENTRY_DSN").map(validate_dsn).transpose()?;
         Ok(Self {
             service_name,
+            sdk_disabled,
             otlp,
             sampler,
             log_filter: get("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
@@ -196,6 +201,21 @@ fn parse_sampler(name: Option<String>, arg: Option<String>) -> Result<SamplerCon
     })
 }
 
+/// OpenTelemetry booleans are `true` or `false` in any case; anything else is a typo we
+/// report rather than read as false.
+fn parse_bool(var: &'static str, value: Option<String>) -> Result<bool, ConfigError> {
+    match value {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(other) => Err(ConfigError {
+            var,
+            value: other,
+            reason: "use `true` or `false`".to_owned(),
+        }),
+    }
+}
+
 fn parse_log_format(value: Option<String>) -> Result<LogFormat, ConfigError> {
     match value.as_deref() {
         None => Ok(if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
@@ -245,6 +265,16 @@ mod tests {
         assert_eq!(c.sentry_dsn, None);
         assert_eq!(c.sampler, SamplerConfig::ParentBasedAlwaysOn);
         assert_eq!(c.log_filter, "info");
+        assert!(!c.sdk_disabled);
+    }
+
+    #[test]
+    fn sdk_disabled_reads_otel_booleans_and_rejects_typos() {
+        assert!(config(&[("OTEL_SDK_DISABLED", "TRUE")]).unwrap().sdk_disabled);
+        assert!(!config(&[("OTEL_SDK_DISABLED", "false")]).unwrap().sdk_disabled);
+        let err = config(&[("OTEL_SDK_DISABLED", "yes")]).unwrap_err();
+        assert_eq!(err.var, "OTEL_SDK_DISABLED");
+        assert!(err.to_string().contains("`true` or `false`"), "{err}");
     }
 
     #[test]

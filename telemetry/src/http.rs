@@ -28,8 +28,12 @@ const UNMATCHED_ROUTE: &str = "unmatched";
 
 /// Wraps every route of `router` with request spans, metrics and request ids. Call it after
 /// all API routes are added; routes merged in later (health, metrics) stay unmeasured, so
-/// probes and scrapes do not count toward the SLOs.
+/// probes and scrapes do not count toward the SLOs. Under `OTEL_SDK_DISABLED=true` the
+/// router is returned as it is.
 pub fn instrument(router: Router, service: &'static str) -> Router {
+    if crate::sdk_disabled() {
+        return router;
+    }
     router
         .route_layer(middleware::from_fn(mark_route))
         .layer(middleware::from_fn_with_state(service, observe))

@@ -16,6 +16,7 @@ mod logs;
 pub mod metrics;
 pub mod propagation;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
@@ -110,6 +111,14 @@ fn flush_traces(provider: &SdkTracerProvider) {
     let _ = provider.shutdown_with_timeout(Duration::from_secs(5));
 }
 
+static SDK_DISABLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether `OTEL_SDK_DISABLED=true` switched telemetry off in this process; then
+/// [`http::instrument`] leaves routers as they are.
+pub fn sdk_disabled() -> bool {
+    SDK_DISABLED.load(Ordering::Relaxed)
+}
+
 /// Starts telemetry for `service` from the process environment. Call once, inside the Tokio
 /// runtime, before serving.
 pub fn init(service: &str) -> Result<TelemetryGuard, InitError> {
@@ -118,21 +127,23 @@ pub fn init(service: &str) -> Result<TelemetryGuard, InitError> {
 
 /// Starts telemetry from an explicit configuration.
 pub fn init_with(config: TelemetryConfig) -> Result<TelemetryGuard, InitError> {
+    SDK_DISABLED.store(config.sdk_disabled, Ordering::Relaxed);
     crate::metrics::install();
     let tracer_provider = build_tracer_provider(&config)?;
-    let tracer = tracer_provider.tracer(config.service_name.clone());
 
     let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
     layers.push(stdout_layer(&config)?);
-    // Spans go to OTLP whatever RUST_LOG says: quieting logs must not break traces.
-    layers.push(
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            // Idle/busy timings cost a clock read per poll and no one reads them.
-            .with_tracked_inactivity(false)
-            .with_filter(LevelFilter::INFO)
-            .boxed(),
-    );
+    if !config.sdk_disabled {
+        // Spans go to OTLP whatever RUST_LOG says: quieting logs must not break traces.
+        layers.push(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer_provider.tracer(config.service_name.clone()))
+                // Idle/busy timings cost a clock read per poll and no one reads them.
+                .with_tracked_inactivity(false)
+                .with_filter(LevelFilter::INFO)
+                .boxed(),
+        );
+    }
     let loki = match &config.loki_url {
         Some(url) => {
             let (layer, controller, task) = loki_layer(&config, url)?;
@@ -204,7 +215,7 @@ fn build_tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, 
     let mut builder = SdkTracerProvider::builder()
         .with_resource(resource)
         .with_sampler(sampler(config.sampler));
-    if let Some(otlp) = &config.otlp {
+    if let Some(otlp) = config.otlp.as_ref().filter(|_| !config.sdk_disabled) {
         let otlp_error = |source| InitError::Otlp {
             endpoint: otlp.traces_endpoint.clone(),
             source,

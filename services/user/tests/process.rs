@@ -1,0 +1,188 @@
+//! The real `sloop-user` binary as a process: SIGTERM drains in-flight requests, flushes
+//! spans and exits 0; `OTEL_SDK_DISABLED=true` switches telemetry off.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sloop_kit::testing::OtlpReceiver;
+
+/// A running `sloop-user` exporting to `receiver`, its address, and its stdout lines.
+struct Service {
+    child: Child,
+    addr: String,
+    logs: JoinHandle<Vec<String>>,
+    db: PathBuf,
+}
+
+impl Service {
+    fn start(receiver: &OtlpReceiver, extra_env: &[(&str, &str)]) -> Self {
+        let db = std::env::temp_dir().join(format!("sloop-process-{}.db", uuid::Uuid::new_v4()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sloop-user"))
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("DATABASE_URL", format!("sqlite://{}", db.display()))
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint)
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .envs(extra_env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start sloop-user");
+
+        // The service logs its bound address; port 0 means we must read it from there.
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("sloop-user exited before listening")
+                .unwrap();
+            let entry: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
+            if entry["message"] == "listening" {
+                break entry["address"].as_str().unwrap().to_owned();
+            }
+        };
+        // Keep draining stdout so the child never blocks on a full pipe; keep the lines.
+        let logs = std::thread::spawn(move || lines.map_while(Result::ok).collect());
+        Self {
+            child,
+            addr,
+            logs,
+            db,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn sigterm(&self) {
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    }
+
+    /// Waits for the process to exit after SIGTERM; returns its stdout lines.
+    async fn wait_for_clean_exit(mut self) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sloop-user did not exit after SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(status.code(), Some(0), "clean exit after SIGTERM");
+        let _ = std::fs::remove_file(&self.db);
+        self.logs.join().unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_drains_requests_flushes_spans_and_exits_zero() {
+    let receiver = OtlpReceiver::start().await;
+    let service = Service::start(&receiver, &[]);
+    let addr = service.addr.clone();
+
+    // Start a request and leave its body half sent: it is now in flight.
+    let body = br#"{"email":"inflight@example.com","name":"In Flight"}"#;
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "POST /users HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(&body[..10]).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    service.sigterm();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Not accepting any more...
+    assert!(
+        TcpStream::connect(&addr).is_err(),
+        "a draining server must not accept new connections"
+    );
+    // ...but the request already in flight completes.
+    stream.write_all(&body[10..]).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 201"),
+        "in-flight request: {response}"
+    );
+
+    let logs = service.wait_for_clean_exit().await;
+    let span = receiver
+        .wait_for(Duration::from_secs(2), |s| s.name == "POST /users")
+        .await;
+    assert!(
+        span.is_some(),
+        "the in-flight request's span was flushed before exit; received: {:?}",
+        receiver.spans()
+    );
+
+    // A line logged while handling the request carries its trace and request ids.
+    let created: serde_json::Value = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|entry: &serde_json::Value| entry["message"] == "user created")
+        .unwrap_or_else(|| panic!("no `user created` line in:\n{}", logs.join("\n")));
+    let span = span.unwrap();
+    assert_eq!(created["trace_id"], span.trace_id.as_str(), "{created}");
+    assert_eq!(created["span_id"], span.span_id.as_str(), "{created}");
+    assert_eq!(
+        created["request_id"].as_str().map(str::len),
+        Some(36),
+        "{created}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn otel_sdk_disabled_exports_no_spans_and_records_no_request_metrics() {
+    let receiver = OtlpReceiver::start().await;
+    let service = Service::start(&receiver, &[("OTEL_SDK_DISABLED", "true")]);
+    let client = reqwest::Client::new();
+
+    let created = client
+        .post(service.url("/users"))
+        .json(&serde_json::json!({"email": "off@example.com", "name": "Off"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201, "the API works with telemetry off");
+    assert!(
+        created.headers().get("x-request-id").is_none(),
+        "no request-id layer when telemetry is off"
+    );
+    let metrics = client
+        .get(service.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("http_server_requests_total"),
+        "no request metrics when telemetry is off:\n{metrics}"
+    );
+
+    service.sigterm();
+    service.wait_for_clean_exit().await;
+    // Shutdown flushes every span, so anything exported has arrived by now.
+    let late = receiver
+        .wait_for(Duration::from_millis(500), |_| true)
+        .await;
+    assert!(late.is_none(), "spans exported with OTEL_SDK_DISABLED=true: {late:?}");
+}
