@@ -6,5 +6,6 @@ pub mod engine;
 pub mod report;
 pub mod scenario;
 pub mod schedule;
+pub mod search;
 pub mod stats;
 pub mod thresholds;

@@ -1,6 +1,7 @@
 //! Exit codes: a rate the target cannot sustain drops requests and fails `dropped==0`
-//! with exit status 1 naming the threshold; a sustainable run exits 0. Runs the real
-//! `loadtest` binary against a server with a fixed 50 ms service time.
+//! with exit status 1 naming the threshold; a sustainable run exits 0; `--find-max` finds
+//! the target's capacity. Runs the real `loadtest` binary against a server with a fixed
+//! 50 ms service time.
 
 use std::process::Command;
 use std::time::Duration;
@@ -32,14 +33,19 @@ fn scenario(rate: u32) -> std::path::PathBuf {
     path
 }
 
-async fn loadtest(rate: u32, target: &str) -> std::process::Output {
-    let (scenario, target) = (scenario(rate), target.to_owned());
-    let out = std::env::temp_dir().join(format!("capacity-out-{rate}-{}", std::process::id()));
+fn out_dir(rate: u32) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("capacity-out-{rate}-{}", std::process::id()))
+}
+
+async fn loadtest(rate: u32, target: &str, extra: &[&str]) -> std::process::Output {
+    let (scenario, target, out) = (scenario(rate), target.to_owned(), out_dir(rate));
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_loadtest"))
             .arg(&scenario)
             .args(["--target", &target, "--out"])
             .arg(&out)
+            .args(extra)
             .output()
             .unwrap()
     })
@@ -51,7 +57,7 @@ async fn loadtest(rate: u32, target: &str) -> std::process::Output {
 async fn overload_drops_requests_and_fails_the_threshold() {
     let target = slow_server().await;
 
-    let passing = loadtest(40, &target).await;
+    let passing = loadtest(40, &target, &[]).await;
     assert_eq!(
         passing.status.code(),
         Some(0),
@@ -60,11 +66,11 @@ async fn overload_drops_requests_and_fails_the_threshold() {
     );
     assert!(String::from_utf8_lossy(&passing.stdout).contains("PASS dropped==0"));
 
-    let failing = loadtest(400, &target).await;
+    let failing = loadtest(400, &target, &[]).await;
     assert_eq!(failing.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&failing.stderr);
     assert!(stderr.contains("threshold failed: dropped==0"), "{stderr}");
-    let out = std::env::temp_dir().join(format!("capacity-out-400-{}", std::process::id()));
+    let out = out_dir(400);
     let result: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap()).unwrap();
     let dropped = result["overall"]["dropped"].as_u64().unwrap();
@@ -95,4 +101,39 @@ async fn overload_drops_requests_and_fails_the_threshold() {
         .unwrap();
     assert_eq!(measured.period.total, 800.0);
     assert_eq!(measured.period.good, served as f64);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn find_max_brackets_the_capacity() {
+    let target = slow_server().await;
+    // Starts at 40/s, doubles past the 100/s capacity, then bisects to within 10 %.
+    let run = loadtest(
+        40,
+        &target,
+        &["--find-max", "--trial", "2s", "--precision", "0.1"],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let search: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir(40).join("search.json")).unwrap())
+            .unwrap();
+    let max = search["max_rate"].as_f64().unwrap();
+    assert!(
+        (60.0..=105.0).contains(&max),
+        "capacity is 100/s, found {max}: {stdout}"
+    );
+    let trials = search["trials"].as_array().unwrap();
+    assert!(
+        trials
+            .iter()
+            .any(|t| t["rate"].as_f64().unwrap() > 105.0 && t["passed"] == false),
+        "a rate above capacity was tried and failed: {stdout}"
+    );
+    assert!(stdout.contains(&format!("highest rate sustained: {max:.0} requests/s")));
 }
