@@ -114,3 +114,33 @@ stop_pid() {
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
 }
+
+# Starts the release sloop-user on a free loopback port with database URL $1, telemetry
+# $2 (`on`: spans to $OTLP_ENDPOINT, which must be set; `off`: OTEL_SDK_DISABLED=true) and
+# stdout/stderr to file $3. Waits until ready; sets USER_PID and USER_URL.
+start_user_service() {
+  local database_url="$1" telemetry="$2" log="$3" port
+  local env=(OTEL_SERVICE_NAME=user LOG_FORMAT=json)
+  case "$telemetry" in
+    on) env+=(OTEL_EXPORTER_OTLP_ENDPOINT="$OTLP_ENDPOINT" OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf) ;;
+    off) env+=(OTEL_SDK_DISABLED=true) ;;
+    *) echo "telemetry must be on or off, not $telemetry" >&2; return 2 ;;
+  esac
+  port="$(free_port)"
+  env "${env[@]}" target/release/sloop-user --listen "127.0.0.1:$port" \
+    --database-url "$database_url" >"$log" 2>&1 &
+  USER_PID=$!
+  USER_URL="http://127.0.0.1:$port"
+  wait_for_http "$USER_URL/readyz"
+}
+
+# Prints the resident memory samples of file $1 (KiB, one per line, the first taken while
+# idle): idle, median and peak in MiB.
+rss_summary() {
+  local idle
+  idle="$(head -n 1 "$1")"
+  sort -n "$1" | awk -v idle="${idle:-0}" '{v[NR] = $1} END {
+    if (!NR) exit
+    printf "==> sloop-user RSS: idle %.1f MiB, median %.1f MiB, peak %.1f MiB (%d samples, 1/s)\n",
+      idle / 1024, v[int((NR + 1) / 2)] / 1024, v[NR] / 1024, NR }'
+}

@@ -12,7 +12,8 @@
 #   --out DIR           default results/user-mix
 #
 # Exit status is loadtest's (0 when every threshold holds), or 1 when telemetry was on and
-# no span reached the sink. Prints the service's resident memory (peak and median) too.
+# no span reached the sink. Prints the service's resident memory: idle (the first sample,
+# once ready) and peak and median under load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -53,35 +54,21 @@ case "$database" in
   *) echo "--database must be sqlite or postgres" >&2; exit 2 ;;
 esac
 
-service_env=(OTEL_SERVICE_NAME=user LOG_FORMAT=json)
-case "$telemetry" in
-  on)
-    start_otlp_sink "$work/sink.json"
-    pids+=("$SINK_PID")
-    service_env+=(OTEL_EXPORTER_OTLP_ENDPOINT="$OTLP_ENDPOINT" OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf)
-    ;;
-  off) service_env+=(OTEL_SDK_DISABLED=true) ;;
-  *) echo "--telemetry must be on or off" >&2; exit 2 ;;
-esac
+if [[ "$telemetry" == on ]]; then
+  start_otlp_sink "$work/sink.json"
+  pids+=("$SINK_PID")
+fi
+start_user_service "$database_url" "$telemetry" "$out/service.log"
+pids=("$USER_PID" "${pids[@]}")
+sample_rss "$USER_PID" "$work/rss"
+echo "==> sloop-user (pid $USER_PID) at $USER_URL, $database, telemetry $telemetry"
 
-port="$(free_port)"
-env "${service_env[@]}" target/release/sloop-user --listen "127.0.0.1:$port" \
-  --database-url "$database_url" >"$out/service.log" 2>&1 &
-service_pid=$!
-pids=("$service_pid" "${pids[@]}")
-wait_for_http "http://127.0.0.1:$port/readyz"
-sample_rss "$service_pid" "$work/rss"
-echo "==> sloop-user (pid $service_pid) on 127.0.0.1:$port, $database, telemetry $telemetry"
-
-args=("$scenario" --target "http://127.0.0.1:$port" --out "$out" --rate-scale "$rate_scale")
+args=("$scenario" --target "$USER_URL" --out "$out" --rate-scale "$rate_scale")
 [[ -z "$duration" ]] || args+=(--duration "$duration")
 status=0
 target/release/loadtest "${args[@]}" "${extra[@]}" || status=$?
 
-# Memory while loaded: the samples taken during the run, the start-up ones included.
-sort -n "$work/rss" | awk '{v[NR]=$1} END {
-  if (NR) printf "==> sloop-user RSS: peak %.1f MiB, median %.1f MiB (%d samples)\n",
-    v[NR]/1024, v[int((NR+1)/2)]/1024, NR }'
+rss_summary "$work/rss"
 
 for pid in "${pids[@]}"; do stop_pid "$pid"; done
 pids=()
