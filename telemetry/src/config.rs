@@ -270,8 +270,16 @@ mod tests {
 
     #[test]
     fn sdk_disabled_reads_otel_booleans_and_rejects_typos() {
-        assert!(config(&[("OTEL_SDK_DISABLED", "TRUE")]).unwrap().sdk_disabled);
-        assert!(!config(&[("OTEL_SDK_DISABLED", "false")]).unwrap().sdk_disabled);
+        assert!(
+            config(&[("OTEL_SDK_DISABLED", "TRUE")])
+                .unwrap()
+                .sdk_disabled
+        );
+        assert!(
+            !config(&[("OTEL_SDK_DISABLED", "false")])
+                .unwrap()
+                .sdk_disabled
+        );
         let err = config(&[("OTEL_SDK_DISABLED", "yes")]).unwrap_err();
         assert_eq!(err.var, "OTEL_SDK_DISABLED");
         assert!(err.to_string().contains("`true` or `false`"), "{err}");

@@ -184,5 +184,8 @@ async fn otel_sdk_disabled_exports_no_spans_and_records_no_request_metrics() {
     let late = receiver
         .wait_for(Duration::from_millis(500), |_| true)
         .await;
-    assert!(late.is_none(), "spans exported with OTEL_SDK_DISABLED=true: {late:?}");
+    assert!(
+        late.is_none(),
+        "spans exported with OTEL_SDK_DISABLED=true: {late:?}"
+    );
 }

@@ -83,17 +83,17 @@ struct Shared {
     live: Arc<Live>,
 }
 
-/// Runs `scenario` against `base_url`, updating `live` as it goes.
+/// Runs `scenario` against `base_url` from `threads` OS threads, updating `live` as it goes.
+///
+/// Each thread runs its own single-threaded runtime, HTTP client and connections, and sends
+/// every `threads`-th arrival: a request never hops between threads, which on a busy
+/// machine costs more than the request itself.
 pub async fn run(
     scenario: &Scenario,
     base_url: &str,
     live: Arc<Live>,
+    threads: usize,
 ) -> Result<RunResult, RunError> {
-    let client = reqwest::Client::builder()
-        .timeout(scenario.timeout())
-        .pool_max_idle_per_host(scenario.max_in_flight.unwrap_or(2000))
-        .build()
-        .expect("a client with a time-out always builds");
     let base = base_url.trim_end_matches('/').to_owned();
     let shared = Arc::new(Shared {
         steps: Mutex::new(vec![StepStats::new(); scenario.steps.len()]),
@@ -102,9 +102,11 @@ pub async fn run(
         seq: AtomicU64::new(0),
         live,
     });
-    setup(scenario, &client, &base, &shared).await?;
+    setup(scenario, &http_client(scenario), &base, &shared).await?;
 
-    let arrivals = crate::schedule::arrival_times(&scenario.stages("scenario")?);
+    let arrivals = Arc::new(crate::schedule::arrival_times(
+        &scenario.stages("scenario")?,
+    ));
     let weights = WeightedIndex::new(scenario.steps.iter().map(|s| s.weight)).map_err(|e| {
         RunError::Template {
             step: "steps".into(),
@@ -112,64 +114,39 @@ pub async fn run(
         }
     })?;
     let max_in_flight = scenario.max_in_flight.unwrap_or(2000).max(1);
-    let slots = Arc::new(Semaphore::new(max_in_flight));
-    let lateness = scenario.max_lateness();
-    let steps: Arc<Vec<Step>> = Arc::new(scenario.steps.clone());
-    let mut rng = rand::rng();
+    let threads = threads.clamp(1, max_in_flight);
     let start = Instant::now();
-    for due in &arrivals {
-        let intended = start + *due;
-        tokio::time::sleep_until(intended).await;
-        shared.live.due.fetch_add(1, Ordering::Relaxed);
-        let index = weights.sample(&mut rng);
-        let slot = match tokio::time::timeout_at(intended + lateness, slots.clone().acquire_owned())
-            .await
-        {
-            Ok(Ok(slot)) => slot,
-            _ => {
-                shared.steps.lock().expect("stats lock")[index].dropped += 1;
-                shared.live.dropped.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-        };
-        let (client, base, steps, shared) =
-            (client.clone(), base.clone(), steps.clone(), shared.clone());
-        tokio::spawn(async move {
-            let _slot = slot;
-            let step = &steps[index];
-            let outcome = send(&client, &base, step, &shared).await;
-            let done = Instant::now();
-            let latency = done - intended;
-            let failed = match outcome.status {
-                Some(s) if !step.expect.is_empty() => !step.expect.contains(&s),
-                Some(s) => s >= 400,
-                None => true,
+    let shards: Vec<_> = (0..threads)
+        .map(|index| {
+            let shard = Shard {
+                index,
+                count: threads,
+                // Split the in-flight cap exactly, so a small cap means what it says.
+                slots: max_in_flight / threads + usize::from(index < max_in_flight % threads),
+                scenario: scenario.clone(),
+                weights: weights.clone(),
+                base: base.clone(),
+                arrivals: arrivals.clone(),
+                shared: shared.clone(),
+                start,
             };
-            shared.steps.lock().expect("stats lock")[index].record(
-                latency,
-                done - outcome.sent,
-                outcome.status,
-                failed,
-            );
-            shared
-                .timeline
-                .lock()
-                .expect("timeline lock")
-                .record(done - start, latency, failed);
-            let _ = shared
-                .live
-                .recent
-                .lock()
-                .expect("recent lock")
-                .record((latency.as_micros() as u64).max(1));
-            shared.live.completed.fetch_add(1, Ordering::Relaxed);
-            if failed {
-                shared.live.failed.fetch_add(1, Ordering::Relaxed);
-            }
-        });
-    }
-    // Every slot back means every request has finished.
-    let _all = slots.acquire_many(max_in_flight as u32).await;
+            std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a single-threaded runtime builds")
+                    .block_on(shard.run());
+            })
+        })
+        .collect();
+    // Every shard back means every request has finished.
+    tokio::task::spawn_blocking(move || {
+        for shard in shards {
+            shard.join().expect("a load thread panicked");
+        }
+    })
+    .await
+    .expect("joining the load threads");
     let elapsed = start.elapsed();
 
     let per_step = std::mem::take(&mut *shared.steps.lock().expect("stats lock"));
@@ -187,6 +164,113 @@ pub async fn run(
         elapsed,
         planned: arrivals.len() as u64,
     })
+}
+
+fn http_client(scenario: &Scenario) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(scenario.timeout())
+        .pool_max_idle_per_host(scenario.max_in_flight.unwrap_or(2000))
+        .build()
+        .expect("a client with a time-out always builds")
+}
+
+/// One thread's share of the measured phase: arrivals `index`, `index + count`, ...
+struct Shard {
+    index: usize,
+    count: usize,
+    slots: usize,
+    scenario: Scenario,
+    weights: WeightedIndex<u32>,
+    base: String,
+    arrivals: Arc<Vec<Duration>>,
+    shared: Arc<Shared>,
+    start: Instant,
+}
+
+impl Shard {
+    async fn run(self) {
+        let client = http_client(&self.scenario);
+        let slots = Arc::new(Semaphore::new(self.slots));
+        let lateness = self.scenario.max_lateness();
+        let steps: Arc<Vec<Step>> = Arc::new(self.scenario.steps.clone());
+        let shared = &self.shared;
+        let mut rng = rand::rng();
+        for due in self.arrivals.iter().skip(self.index).step_by(self.count) {
+            let intended = self.start + *due;
+            // Sleep only when ahead: the timer wheel turns once a millisecond, so even a
+            // past deadline would wait for its next turn, and at high rates every arrival
+            // would.
+            if Instant::now() < intended {
+                tokio::time::sleep_until(intended).await;
+            }
+            shared.live.due.fetch_add(1, Ordering::Relaxed);
+            let index = self.weights.sample(&mut rng);
+            let slot =
+                match tokio::time::timeout_at(intended + lateness, slots.clone().acquire_owned())
+                    .await
+                {
+                    Ok(Ok(slot)) => slot,
+                    _ => {
+                        shared.steps.lock().expect("stats lock")[index].dropped += 1;
+                        shared.live.dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                };
+            let (client, base, steps, shared, start) = (
+                client.clone(),
+                self.base.clone(),
+                steps.clone(),
+                shared.clone(),
+                self.start,
+            );
+            tokio::spawn(async move {
+                let _slot = slot;
+                let step = &steps[index];
+                let outcome = send(&client, &base, step, &shared).await;
+                record(&shared, step, index, intended, start, outcome);
+            });
+        }
+        let _all = slots.acquire_many(self.slots as u32).await;
+    }
+}
+
+/// Books one finished request: latency from its intended send time, failures, timeline.
+fn record(
+    shared: &Shared,
+    step: &Step,
+    index: usize,
+    intended: Instant,
+    start: Instant,
+    outcome: Outcome,
+) {
+    let done = Instant::now();
+    let latency = done - intended;
+    let failed = match outcome.status {
+        Some(s) if !step.expect.is_empty() => !step.expect.contains(&s),
+        Some(s) => s >= 400,
+        None => true,
+    };
+    shared.steps.lock().expect("stats lock")[index].record(
+        latency,
+        done - outcome.sent,
+        outcome.status,
+        failed,
+    );
+    shared
+        .timeline
+        .lock()
+        .expect("timeline lock")
+        .record(done - start, latency, failed);
+    let _ = shared
+        .live
+        .recent
+        .lock()
+        .expect("recent lock")
+        .record((latency.as_micros() as u64).max(1));
+    shared.live.completed.fetch_add(1, Ordering::Relaxed);
+    if failed {
+        shared.live.failed.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 struct Outcome {

@@ -50,6 +50,9 @@ struct Cli {
     /// Replace every stage's duration, e.g. 10s.
     #[arg(long)]
     duration: Option<String>,
+    /// Threads sending requests, each with its own connections [default: one per CPU].
+    #[arg(long)]
+    threads: Option<usize>,
     /// Search for the highest rate at which every threshold holds, instead of one run.
     #[arg(long)]
     find_max: bool,
@@ -69,7 +72,12 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Runtime::new().expect("start the async runtime");
+    // This runtime only runs the set-up phase and the progress display; the measured phase
+    // runs on the engine's own threads.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("start the async runtime");
     match runtime.block_on(run(cli)) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
@@ -106,7 +114,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         return find_max(&cli, &scenario, &thresholds, &target).await;
     }
 
-    let result = measure(&scenario, &target).await?;
+    let result = measure(&scenario, &target, threads(&cli)).await?;
     let results = report::results(&scenario.name, &target, &result, &thresholds);
     write_reports(&cli.out, &results, &result)?;
     print!("{}", report::table(&results));
@@ -129,8 +137,16 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     Ok(results.passed)
 }
 
+fn threads(cli: &Cli) -> usize {
+    cli.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+}
+
 /// One run of the scenario's stages, with live progress.
-async fn measure(scenario: &Scenario, target: &str) -> anyhow::Result<RunResult> {
+async fn measure(scenario: &Scenario, target: &str, threads: usize) -> anyhow::Result<RunResult> {
     let planned: f64 = scenario
         .stages(&scenario.name)?
         .iter()
@@ -138,7 +154,7 @@ async fn measure(scenario: &Scenario, target: &str) -> anyhow::Result<RunResult>
         .sum();
     let live = Arc::new(Live::default());
     let progress = tokio::spawn(show_progress(live.clone(), planned as u64));
-    let result = engine::run(scenario, target, live).await;
+    let result = engine::run(scenario, target, live, threads).await;
     progress.abort();
     Ok(result?)
 }
@@ -210,7 +226,7 @@ async fn find_max(
             from: None,
             to: None,
         }];
-        let run = measure(&constant, target).await?;
+        let run = measure(&constant, target, threads(cli)).await?;
         let results = report::results(&scenario.name, target, &run, thresholds);
         let passed = results.passed && results.overall.dropped == 0;
         let outcome = Trial {

@@ -40,7 +40,7 @@ async fn a_one_second_stall_shows_in_p99_and_max() {
         "name: stall\nstages: [ { duration: 3s, rate: 200 } ]\nsteps: [ { name: work, path: /work } ]\nmax_in_flight: 4\nmax_lateness: 5s\n",
     )
     .unwrap();
-    let result = run(&scenario, &target, Arc::new(Live::default()))
+    let result = run(&scenario, &target, Arc::new(Live::default()), 2)
         .await
         .unwrap();
     let stats = &result.steps["work"];
