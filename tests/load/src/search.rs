@@ -96,7 +96,7 @@ mod tests {
         assert_eq!(&tried[..4], &[500.0, 1000.0, 2000.0, 4000.0]);
         let found = found.unwrap();
         assert!(
-            found <= 3300.0 && found >= 3300.0 / 1.05,
+            (3300.0 / 1.05..=3300.0).contains(&found),
             "{found} {tried:?}"
         );
     }
@@ -106,7 +106,7 @@ mod tests {
         let (found, tried) = search(90.0, 1000.0, 100_000.0);
         assert_eq!(&tried[..5], &[1000.0, 500.0, 250.0, 125.0, 62.5]);
         let found = found.unwrap();
-        assert!(found <= 90.0 && found >= 90.0 / 1.05, "{found} {tried:?}");
+        assert!((90.0 / 1.05..=90.0).contains(&found), "{found} {tried:?}");
     }
 
     #[test]
