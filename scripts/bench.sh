@@ -32,54 +32,51 @@ echo "==> cargo build --release (sloop-user, loadtest)"
 cargo build --release --locked -q -p sloop-user -p loadtest
 mkdir -p "$out"
 work="$(mktemp -d /tmp/sloop-bench.XXXXXX)"
-pids=()
 cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do stop_pid "$pid"; done
+  stop_servers
   stop_postgres
   rm -rf "$work"
 }
 trap cleanup EXIT
 start_postgres
 start_otlp_sink "$work/sink.json"
-pids+=("$SINK_PID")
 
-# The highest rate of scenario $1 that USER_URL sustains; the search goes to $out/$2.
+# Sets CEILING to the highest rate of scenario $1 that USER_URL sustains; the search goes
+# to $out/$2. Not run in a $(...) subshell: servers it starts must stay in SLOOP_PIDS.
 ceiling() {
   local scenario="$1" name="$2"
   target/release/loadtest "$scenario" --target "$USER_URL" --out "$out/$name" \
-    --find-max --trial "$trial" --precision "$precision" --start-rate 1000 >&2
-  python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["max_rate"] or 0))' \
-    "$out/$name/search.json"
+    --find-max --trial "$trial" --precision "$precision" --start-rate 1000
+  CEILING="$(python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["max_rate"] or 0))' \
+    "$out/$name/search.json")"
 }
 
-# Runs `ceiling` against a fresh service on database $1 with telemetry $2.
+# `ceiling` against a fresh service on database $1 with telemetry $2.
 service_ceiling() {
-  local database_url="$1" telemetry="$2" scenario="$3" name="$4" result
+  local database_url="$1" telemetry="$2" scenario="$3" name="$4"
   start_user_service "$database_url" "$telemetry" "$out/$name.service.log"
-  pids=("$USER_PID" "${pids[@]}")
-  echo "==> $name: sloop-user at $USER_URL" >&2
-  result="$(ceiling "$scenario" "$name")"
+  echo "==> $name: sloop-user at $USER_URL"
+  ceiling "$scenario" "$name"
   stop_pid "$USER_PID"
-  pids=("${pids[@]:1}")
-  echo "$result"
 }
 
 read_scenario=tests/load/scenarios/user-read.yaml
-sqlite_on="$(service_ceiling "sqlite://$work/on.db" on "$read_scenario" read-sqlite)"
-postgres_on="$(service_ceiling "$POSTGRES_URL" on "$read_scenario" read-postgres)"
-sqlite_off="$(service_ceiling "sqlite://$work/off.db" off "$read_scenario" read-sqlite-telemetry-off)"
+service_ceiling "sqlite://$work/on.db" on "$read_scenario" read-sqlite
+sqlite_on="$CEILING"
+service_ceiling "$POSTGRES_URL" on "$read_scenario" read-postgres
+postgres_on="$CEILING"
+service_ceiling "sqlite://$work/off.db" off "$read_scenario" read-sqlite-telemetry-off
+sqlite_off="$CEILING"
 
 # 3. The tester against wrk on the cheapest route, so the tester's own cost dominates.
 start_user_service "sqlite://$work/healthz.db" on "$out/healthz.service.log"
-pids=("$USER_PID" "${pids[@]}")
-echo "==> wrk -t2 -c64 -d${trial} $USER_URL/healthz" >&2
-wrk -t2 -c64 -d"$trial" --latency "$USER_URL/healthz" | tee "$out/wrk.txt" >&2
+echo "==> wrk -t2 -c64 -d${trial} $USER_URL/healthz"
+wrk -t2 -c64 -d"$trial" --latency "$USER_URL/healthz" | tee "$out/wrk.txt"
 wrk_rps="$(awk '/^Requests\/sec:/ {printf "%d", $2}' "$out/wrk.txt")"
 wrk_p99="$(awk '$1 == "99%" {print $2}' "$out/wrk.txt")"
-tester_max="$(ceiling tests/load/scenarios/healthz.yaml tester-ceiling)"
+ceiling tests/load/scenarios/healthz.yaml tester-ceiling
+tester_max="$CEILING"
 stop_pid "$USER_PID"
-pids=("${pids[@]:1}")
 
 # 4. Memory at 1000 requests/s: the user-mix scenario, telemetry on, 60 s.
 scripts/load-user.sh --out "$out/user-mix" | tee "$out/user-mix.txt"

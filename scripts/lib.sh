@@ -15,6 +15,8 @@ postgres_bin() {
 ensure_packages() {
   local missing=()
   [[ -n "$(postgres_bin)" ]] || missing+=(postgresql)
+  # The scripts use python3 for free ports, readiness checks and the OTLP sink.
+  command -v python3 >/dev/null 2>&1 || missing+=(python3)
   local cmd
   for cmd in promtool amtool wrk; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${SLOOP_PACKAGES[$cmd]}")
@@ -92,6 +94,7 @@ start_otlp_sink() {
   port="$(free_port)"
   python3 scripts/otlp-sink.py --port "$port" --report "$report" &
   SINK_PID=$!
+  SLOOP_PIDS+=("$SINK_PID")
   OTLP_ENDPOINT="http://127.0.0.1:$port"
 }
 
@@ -108,11 +111,23 @@ sample_rss() {
   SAMPLER_PID=$!
 }
 
+# Background servers started by these helpers, oldest first, so one trap can stop them.
+SLOOP_PIDS=()
+
 # Stops a background process by pid and waits for it, ignoring one already gone.
 stop_pid() {
-  local pid="$1"
+  local pid="$1" kept=() p
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
+  for p in "${SLOOP_PIDS[@]}"; do [[ "$p" == "$pid" ]] || kept+=("$p"); done
+  SLOOP_PIDS=("${kept[@]}")
+}
+
+# Stops every server still running, newest first: a service flushes its spans to the
+# sink before the sink goes.
+stop_servers() {
+  local i
+  for ((i = ${#SLOOP_PIDS[@]} - 1; i >= 0; i--)); do stop_pid "${SLOOP_PIDS[i]}"; done
 }
 
 # Starts the release sloop-user on a free loopback port with database URL $1, telemetry
@@ -130,6 +145,7 @@ start_user_service() {
   env "${env[@]}" target/release/sloop-user --listen "127.0.0.1:$port" \
     --database-url "$database_url" >"$log" 2>&1 &
   USER_PID=$!
+  SLOOP_PIDS+=("$USER_PID")
   USER_URL="http://127.0.0.1:$port"
   wait_for_http "$USER_URL/readyz"
 }

@@ -34,15 +34,14 @@ while (($#)); do
   esac
 done
 
+ensure_packages
 echo "==> cargo build --release (sloop-user, loadtest)"
 cargo build --release --locked -q -p sloop-user -p loadtest
 
 mkdir -p "$out"
 work="$(mktemp -d /tmp/sloop-load.XXXXXX)"
-pids=()
 cleanup() {
-  local pid
-  for pid in "${pids[@]}"; do stop_pid "$pid"; done
+  stop_servers
   [[ "$database" != postgres ]] || stop_postgres
   rm -rf "$work"
 }
@@ -56,10 +55,8 @@ esac
 
 if [[ "$telemetry" == on ]]; then
   start_otlp_sink "$work/sink.json"
-  pids+=("$SINK_PID")
 fi
 start_user_service "$database_url" "$telemetry" "$out/service.log"
-pids=("$USER_PID" "${pids[@]}")
 sample_rss "$USER_PID" "$work/rss"
 echo "==> sloop-user (pid $USER_PID) at $USER_URL, $database, telemetry $telemetry"
 
@@ -70,8 +67,7 @@ target/release/loadtest "${args[@]}" "${extra[@]}" || status=$?
 
 rss_summary "$work/rss"
 
-for pid in "${pids[@]}"; do stop_pid "$pid"; done
-pids=()
+stop_servers
 if [[ "$telemetry" == on ]]; then
   exports="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["exports"])' "$work/sink.json")"
   echo "==> OTLP sink received $exports exports"

@@ -103,6 +103,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             stage.duration = d.clone();
         }
     }
+    // Validated here so errors name the file; later reads of the stages cannot fail.
+    scenario.stages(&path)?;
     let thresholds = scenario.thresholds(&path)?;
     let target = cli
         .target
