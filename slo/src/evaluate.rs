@@ -62,39 +62,19 @@ impl Source {
     }
 }
 
-/// The part of `loadtest`'s `result.json` an SLO needs: the whole run's counts.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct LoadTestResult {
-    pub scenario: String,
-    pub duration_s: f64,
-    pub overall: LoadTestSummary,
-}
-
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct LoadTestSummary {
-    /// Completed requests.
-    pub requests: u64,
-    pub failed: u64,
-    /// Due but never sent: counted as bad events, since a user would have been failed.
-    pub dropped: u64,
-    /// Completed requests within each bound in milliseconds, e.g. "200".
-    pub within_ms: std::collections::BTreeMap<String, u64>,
-}
+/// A `loadtest` run's `result.json`, as one more source of good and total events.
+#[derive(Debug, Clone)]
+pub struct LoadTestResult(pub loadtest_result::Results);
 
 impl LoadTestResult {
     pub fn read(path: &std::path::Path) -> Result<Self, SourceError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| SourceError::LoadTest(format!("{}: {e}", path.display())))?;
-        serde_json::from_str(&text).map_err(|e| {
-            SourceError::LoadTest(format!(
-                "{}: not a loadtest result.json: {e}",
-                path.display()
-            ))
-        })
+        loadtest_result::Results::read(path)
+            .map(Self)
+            .map_err(|e| SourceError::LoadTest(e.to_string()))
     }
 
     pub fn measure(&self, slo: &Slo, windows: &[AlertWindow]) -> Result<Measured, SourceError> {
-        let o = &self.overall;
+        let o = &self.0.overall;
         let total = (o.requests + o.dropped) as f64;
         let counts = match &slo.sli {
             Sli::Availability { .. } => {
@@ -103,18 +83,14 @@ impl LoadTestResult {
             Sli::Latency {
                 threshold_seconds, ..
             } => {
-                let key = format!("{}", (threshold_seconds * 1000.0).round() as u64);
-                let within = o.within_ms.get(&key).ok_or_else(|| {
-                    SourceError::LoadTest(format!(
-                        "the result has no count within {key} ms; it has {:?}",
-                        o.within_ms.keys().collect::<Vec<_>>()
-                    ))
-                })?;
-                Counts::new(*within as f64, total)
+                let within = o
+                    .count_within(Duration::from_secs_f64(*threshold_seconds))
+                    .map_err(|e| SourceError::LoadTest(e.to_string()))?;
+                Counts::new(within as f64, total)
             }
             Sli::Ratio { .. } => return Err(SourceError::NeedsPrometheus(slo.name.clone())),
         };
-        let label = format!("load test {} ({:.0}s)", self.scenario, self.duration_s);
+        let label = format!("load test {} ({:.0}s)", self.0.scenario, self.0.duration_s);
         Ok(Measured {
             period: counts,
             period_label: label.clone(),

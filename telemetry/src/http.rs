@@ -109,7 +109,9 @@ async fn observe(
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
-        span.in_scope(|| tracing::error!(status = status.as_u16(), %route, "request failed"));
+        // WARN, not ERROR: whoever caused a 5xx of ours logs the cause at ERROR once (the
+        // kit's `Problem::internal`), so error trackers get one event per failure.
+        span.in_scope(|| tracing::warn!(status = status.as_u16(), %route, "request failed"));
     } else {
         span.in_scope(|| tracing::debug!(status = status.as_u16(), %route, "request completed"));
     }

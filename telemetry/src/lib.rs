@@ -15,6 +15,8 @@ pub mod http;
 mod logs;
 pub mod metrics;
 pub mod propagation;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;

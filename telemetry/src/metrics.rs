@@ -18,6 +18,23 @@ pub const CLIENT_DURATION: &str = "http_client_request_duration_seconds";
 pub const CLIENT_REQUESTS: &str = "http_client_requests_total";
 pub const CLIENT_ACTIVE: &str = "http_client_active_requests";
 
+// Messaging, after the OpenTelemetry messaging conventions where they name a metric.
+pub const MESSAGING_SENT: &str = "messaging_client_sent_messages_total";
+pub const MESSAGING_SEND_DURATION: &str = "messaging_client_operation_duration_seconds";
+pub const MESSAGING_CONSUMED: &str = "messaging_client_consumed_messages_total";
+pub const MESSAGING_PROCESS_DURATION: &str = "messaging_process_duration_seconds";
+pub const MESSAGING_RETRIES: &str = "messaging_process_retries_total";
+pub const MESSAGING_DEAD_LETTERS: &str = "messaging_dead_lettered_messages_total";
+pub const MESSAGING_LAG: &str = "messaging_consumer_lag_messages";
+pub const MESSAGING_END_TO_END: &str = "messaging_end_to_end_duration_seconds";
+pub const OUTBOX_PENDING: &str = "outbox_pending_events";
+pub const OUTBOX_OLDEST_AGE: &str = "outbox_oldest_pending_age_seconds";
+
+// Resilience of calls to other services.
+pub const BREAKER_STATE: &str = "circuit_breaker_state";
+pub const BREAKER_TRANSITIONS: &str = "circuit_breaker_transitions_total";
+pub const CLIENT_RETRIES: &str = "http_client_retries_total";
+
 /// Bucket bounds in seconds for every `*_duration_seconds` histogram. 0.2 is the SLO threshold.
 pub const DURATION_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
@@ -60,6 +77,50 @@ fn describe() {
     );
     metrics::describe_counter!(CLIENT_REQUESTS, "Outgoing HTTP requests completed.");
     metrics::describe_gauge!(CLIENT_ACTIVE, "Outgoing HTTP requests in flight.");
+    metrics::describe_counter!(
+        MESSAGING_SENT,
+        "Events published to the bus by the outbox relay, by outcome."
+    );
+    metrics::describe_histogram!(
+        MESSAGING_SEND_DURATION,
+        metrics::Unit::Seconds,
+        "Time to publish one event until the bus acknowledged it."
+    );
+    metrics::describe_counter!(
+        MESSAGING_CONSUMED,
+        "Events a consumer finished with: applied, duplicate (already applied), dead_lettered."
+    );
+    metrics::describe_histogram!(
+        MESSAGING_PROCESS_DURATION,
+        metrics::Unit::Seconds,
+        "Time to handle one event, retries included."
+    );
+    metrics::describe_counter!(MESSAGING_RETRIES, "Handler attempts that failed and were retried.");
+    metrics::describe_counter!(
+        MESSAGING_DEAD_LETTERS,
+        "Events moved to a dead-letter topic after failing every attempt."
+    );
+    metrics::describe_gauge!(
+        MESSAGING_LAG,
+        "Events published to a consumer group's topics and not yet handled by it."
+    );
+    metrics::describe_histogram!(
+        MESSAGING_END_TO_END,
+        metrics::Unit::Seconds,
+        "From the change that produced an event to a consumer having applied it."
+    );
+    metrics::describe_gauge!(OUTBOX_PENDING, "Outbox events not yet published.");
+    metrics::describe_gauge!(
+        OUTBOX_OLDEST_AGE,
+        metrics::Unit::Seconds,
+        "Age of the oldest outbox event not yet published (0 when none)."
+    );
+    metrics::describe_gauge!(
+        BREAKER_STATE,
+        "Circuit breaker per upstream: 0 closed, 1 open, 2 half-open."
+    );
+    metrics::describe_counter!(BREAKER_TRANSITIONS, "Circuit breaker state changes, by new state.");
+    metrics::describe_counter!(CLIENT_RETRIES, "Outgoing HTTP requests sent again after a failure.");
 }
 
 /// A router serving `GET /metrics` in the Prometheus text format.

@@ -1,10 +1,9 @@
 //! Flags and environment variables every service takes, with the same names everywhere.
 
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::time::Duration;
 
-use crate::ServiceSpec;
+use crate::bus::BusUrl;
 
 /// Common service settings. Each flag can also come from the environment variable named
 /// beside it, which is how containers and Kubernetes set them.
@@ -19,9 +18,16 @@ pub struct ServiceArgs {
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,
 
-    /// Where events go: `memory` (in-process) or `kafka://HOST:PORT`.
+    /// Where events go: `memory` (in-process: only services in this process see them) or
+    /// `kafka://HOST:PORT` (a Kafka-protocol broker).
     #[arg(long, env = "EVENT_BUS", default_value = "memory")]
-    pub event_bus: EventBus,
+    pub event_bus: BusUrl,
+
+    /// Base URL of a service this one calls, as NAME=URL (e.g.
+    /// `user=http://10.0.0.7:8082`); repeat the flag, or comma-separate in the env
+    /// [default: 127.0.0.1 and the platform's port for each].
+    #[arg(long = "upstream", env = "UPSTREAMS", value_delimiter = ',', value_parser = parse_upstream)]
+    pub upstreams: Vec<(String, String)>,
 
     /// Most database connections this service holds open.
     #[arg(long, env = "DB_MAX_CONNECTIONS", default_value_t = 10)]
@@ -40,44 +46,23 @@ pub struct ServiceArgs {
     pub shutdown_timeout: Duration,
 }
 
-impl ServiceArgs {
-    pub fn listen_addr(&self, spec: ServiceSpec) -> SocketAddr {
-        self.listen
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], spec.default_port)))
-    }
-
-    pub fn database_url(&self, spec: ServiceSpec) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://sloop-{}.db", spec.name))
-    }
-}
-
-fn parse_duration(value: &str) -> Result<Duration, String> {
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
     humantime::parse_duration(value).map_err(|e| format!("{e}; write it like 10s, 500ms or 2m"))
 }
 
-/// The event bus a service publishes to, chosen by URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventBus {
-    Memory,
-    Kafka { bootstrap: String },
-}
-
-impl FromStr for EventBus {
-    type Err = String;
-
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        match value.strip_prefix("kafka://") {
-            _ if value == "memory" => Ok(Self::Memory),
-            Some(bootstrap) if !bootstrap.is_empty() => Ok(Self::Kafka {
-                bootstrap: bootstrap.to_owned(),
-            }),
-            _ => Err(format!(
-                "`{value}` is not an event bus; use `memory` or `kafka://HOST:PORT`"
-            )),
-        }
+/// `NAME=URL`, with an http(s) URL.
+fn parse_upstream(value: &str) -> Result<(String, String), String> {
+    let (name, url) = value
+        .split_once('=')
+        .ok_or_else(|| format!("`{value}` is not NAME=URL, e.g. user=http://127.0.0.1:8082"))?;
+    let valid = (url.starts_with("http://") || url.starts_with("https://"))
+        && url.parse::<http::Uri>().is_ok_and(|u| u.authority().is_some());
+    if name.is_empty() || !valid {
+        return Err(format!(
+            "`{value}` is not NAME=URL with an http:// or https:// URL, e.g. user=http://127.0.0.1:8082"
+        ));
     }
+    Ok((name.trim().to_owned(), url.trim_end_matches('/').to_owned()))
 }
 
 #[cfg(test)]
@@ -85,16 +70,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn event_bus_urls() {
-        assert_eq!("memory".parse::<EventBus>(), Ok(EventBus::Memory));
+    fn upstreams_are_name_equals_url() {
         assert_eq!(
-            "kafka://127.0.0.1:9092".parse::<EventBus>(),
-            Ok(EventBus::Kafka {
-                bootstrap: "127.0.0.1:9092".to_owned()
-            })
+            parse_upstream("user=http://10.0.0.7:8082/"),
+            Ok(("user".to_owned(), "http://10.0.0.7:8082".to_owned()))
         );
-        assert!("kafka://".parse::<EventBus>().is_err());
-        assert!("rabbit://x".parse::<EventBus>().is_err());
+        assert!(parse_upstream("user").unwrap_err().contains("NAME=URL"));
+        assert!(parse_upstream("user=10.0.0.7:8082").is_err());
+        assert!(parse_upstream("=http://x").is_err());
     }
 
     #[test]

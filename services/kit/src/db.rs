@@ -1,5 +1,8 @@
 //! The database pool, chosen by URL: SQLite for the embedded default, PostgreSQL when
 //! distributed. Both run the same query text (`$1` placeholders, portable types).
+//!
+//! Every database also gets the kit's own tables (outbox, processed events, leases),
+//! migrated separately from the service's so neither's history gets in the other's way.
 
 use std::time::Duration;
 
@@ -9,7 +12,7 @@ use sqlx::{AnyPool, Executor};
 
 /// Which server is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
+pub enum Backend {
     Sqlite,
     Postgres,
 }
@@ -29,14 +32,21 @@ pub enum DbError {
     },
 }
 
+/// The kit's tables. SQL differs per backend only in how an auto-increment key is declared.
+static KIT_SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
+static KIT_POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
+const KIT_MIGRATIONS_TABLE: &str = "_sloop_kit_migrations";
+
 /// A connection pool to SQLite or PostgreSQL. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Database {
     pool: AnyPool,
+    backend: Backend,
 }
 
 impl Database {
-    /// Connects, creating a SQLite file if it is missing, and applies `migrations`.
+    /// Connects, creating a SQLite file if it is missing, and applies the kit's migrations
+    /// and then the service's `migrations`.
     pub async fn connect(
         url: &str,
         max_connections: u32,
@@ -70,18 +80,24 @@ impl Database {
                 url: redact(url),
                 source,
             })?;
-        migrations
+        let migrate_error = |source| DbError::Migrate {
+            url: redact(url),
+            source,
+        };
+        kit_migrator(backend)
             .run(&pool)
             .await
-            .map_err(|source| DbError::Migrate {
-                url: redact(url),
-                source,
-            })?;
-        Ok(Self { pool })
+            .map_err(migrate_error)?;
+        migrations.run(&pool).await.map_err(migrate_error)?;
+        Ok(Self { pool, backend })
     }
 
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// A cheap round trip, for readiness.
@@ -96,6 +112,22 @@ impl Database {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+fn kit_migrator(backend: Backend) -> Migrator {
+    let source = match backend {
+        Backend::Sqlite => &KIT_SQLITE,
+        Backend::Postgres => &KIT_POSTGRES,
+    };
+    let mut migrator = Migrator::with_migrations(source.iter().cloned().collect());
+    migrator.dangerous_set_table_name(KIT_MIGRATIONS_TABLE);
+    migrator
+}
+
+/// Whether `err` is a unique-constraint violation (a duplicate key), on either backend.
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .is_some_and(|db| db.is_unique_violation())
 }
 
 fn backend_of(url: &str) -> Result<Backend, DbError> {
@@ -169,5 +201,14 @@ mod tests {
             "postgres://app:***@db:5432/user"
         );
         assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn kit_migrations_have_their_own_history_table() {
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            let migrator = kit_migrator(backend);
+            assert_eq!(migrator.table_name, KIT_MIGRATIONS_TABLE);
+            assert!(migrator.iter().count() >= 1);
+        }
     }
 }

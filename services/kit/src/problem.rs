@@ -6,17 +6,40 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
 
-/// A problem document. `kind` becomes the `type` member: a stable URN clients can match on.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// The media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// A problem document (RFC 9457). `kind` becomes the `type` member: a stable URN clients
+/// can match on.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[schema(
+    as = Problem,
+    example = json!({
+        "type": "urn:sloop:problem:validation",
+        "title": "Unprocessable Entity",
+        "status": 422,
+        "detail": "email is required"
+    })
+)]
 pub struct Problem {
+    /// A URN naming the kind of problem, e.g. `urn:sloop:problem:not-found`.
     #[serde(rename = "type")]
+    #[schema(rename = "type")]
     pub kind: String,
+    /// The HTTP status' reason phrase.
     pub title: String,
+    /// The HTTP status code, repeated.
+    #[schema(minimum = 400, maximum = 599)]
     pub status: u16,
+    /// What went wrong and what to do about it.
     pub detail: String,
+    /// Seconds the client should wait before retrying; sent as `Retry-After`.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -27,7 +50,26 @@ impl Problem {
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: detail.into(),
+            retry_after: None,
         }
+    }
+
+    /// Adds a `Retry-After` header of `seconds`.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
+    pub fn too_many_requests(detail: impl Into<String>, retry_after: u64) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", detail).with_retry_after(retry_after)
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {
@@ -46,7 +88,9 @@ impl Problem {
         Self::new(StatusCode::CONFLICT, slug, detail)
     }
 
-    /// For faults that are ours, not the client's. The cause is logged, never sent.
+    /// For faults that are ours, not the client's. The cause is logged here, at ERROR and
+    /// only here (the HTTP layer logs a 5xx at WARN), so Sentry gets one event per failure.
+    /// It is never sent to the client.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
         Self::new(
@@ -69,11 +113,13 @@ impl Problem {
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let status = self.status_code();
+        let retry_after = self.retry_after;
         let mut response = (status, axum::Json(self)).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }

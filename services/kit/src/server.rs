@@ -1,5 +1,5 @@
-//! Composing a service's router with the shared layers, and serving it until SIGTERM or
-//! Ctrl-C: stop accepting, let in-flight requests finish, flush telemetry, exit 0.
+//! Composing a service's router with the shared layers, and serving it until told to stop:
+//! stop accepting, let in-flight requests finish.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,32 +10,13 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use sqlx::migrate::Migrator;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::ServiceArgs;
-use crate::db::{Database, DbError, redact};
+use crate::health::{self, Check};
 use crate::problem::Problem;
-use crate::{ServiceSpec, health};
-
-/// Why a service could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("telemetry: {0}")]
-    Telemetry(#[from] telemetry::InitError),
-    #[error("database: {0}")]
-    Database(#[from] DbError),
-    #[error(
-        "cannot listen on {addr}: {source}; is another process using it? pick one with --listen"
-    )]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("server failed: {0}")]
-    Serve(std::io::Error),
-}
+use crate::service::StartError;
 
 /// Limits applied to every API request.
 #[derive(Debug, Clone, Copy)]
@@ -53,9 +34,9 @@ impl From<&ServiceArgs> for Limits {
     }
 }
 
-/// The full application: `api` instrumented and limited, plus `/healthz`, `/readyz`,
-/// `/metrics` and a problem-document 404 for everything else.
-pub fn app(spec: ServiceSpec, api: Router, db: Database, limits: Limits) -> Router {
+/// The full application: `api` instrumented and limited, plus `/healthz`, `/readyz` (with
+/// `checks`), `/metrics`, and problem documents for unknown routes and methods.
+pub fn app(service: &'static str, api: Router, checks: Vec<Check>, limits: Limits) -> Router {
     let timeout = limits.request_timeout;
     // Order matters: the panic catcher sits inside the instrumentation so a panic is
     // measured as the 500 it becomes.
@@ -65,9 +46,16 @@ pub fn app(spec: ServiceSpec, api: Router, db: Database, limits: Limits) -> Rout
         }))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(DefaultBodyLimit::max(limits.body_bytes));
-    telemetry::http::instrument(api, spec.name)
-        .merge(health::router(db))
+    telemetry::http::instrument(api, service)
+        .merge(health::router(checks))
         .merge(telemetry::metrics::router())
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "this route does not take that method; see /openapi.json",
+            )
+        })
         .fallback(|| async {
             Problem::not_found("no such route; see /openapi.json for the routes this service has")
         })
@@ -121,7 +109,11 @@ impl Server {
             shutdown.await;
             let _ = stopping_tx.send(true);
         };
-        let serve = axum::serve(self.listener, self.app)
+        let serve = axum::serve(
+            self.listener,
+            self.app
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
             .with_graceful_shutdown(signal)
             .into_future();
         tokio::pin!(serve);
@@ -160,33 +152,4 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = terminate => {},
     }
-}
-
-/// Runs a service from start to clean exit: telemetry, database and migrations, the app
-/// built by `api`, serving, and the flush at shutdown.
-pub async fn run(
-    spec: ServiceSpec,
-    args: ServiceArgs,
-    migrations: &Migrator,
-    api: impl FnOnce(Database) -> Router,
-) -> Result<(), StartError> {
-    let telemetry = telemetry::init(spec.name)?;
-    let url = args.database_url(spec);
-    let db = Database::connect(&url, args.db_max_connections, migrations).await?;
-    let app = app(spec, api(db.clone()), db.clone(), Limits::from(&args));
-    let server = Server::bind(args.listen_addr(spec), app).await?;
-    tracing::info!(
-        service = spec.name,
-        address = %server.local_addr(),
-        database = %redact(&url),
-        event_bus = ?args.event_bus,
-        "listening"
-    );
-    let result = server
-        .run_until_stopped(shutdown_signal(), args.shutdown_timeout)
-        .await;
-    db.close().await;
-    tracing::info!("stopped; flushing telemetry");
-    telemetry.shutdown().await;
-    result
 }

@@ -3,7 +3,8 @@
 use clap::Parser;
 use sloop_kit::ServiceArgs;
 
-/// The sloop user service: accounts, statuses and cursor pagination over HTTP.
+/// The sloop user service: accounts, statuses and cursor pagination over HTTP; publishes
+/// UserCreated, UserUpdated and UserStatusChanged events.
 ///
 /// Starts on 127.0.0.1:8082 with a SQLite file in the working directory unless told
 /// otherwise. Telemetry follows the OpenTelemetry environment variables
@@ -18,12 +19,6 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    sloop_kit::run(
-        sloop_user::SPEC,
-        cli.service,
-        &sloop_user::MIGRATIONS,
-        sloop_user::router,
-    )
-    .await?;
+    sloop_kit::run(sloop_user::service(), cli.service).await?;
     Ok(())
 }

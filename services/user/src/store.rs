@@ -1,7 +1,12 @@
 //! SQL for users. One query text serves SQLite and PostgreSQL; every write runs in a
-//! transaction so the outbox row announcing it can join the same transaction.
+//! transaction with the outbox row announcing it, so an event exists exactly when the
+//! change it describes does.
 
-use sqlx::{AnyPool, FromRow};
+use sloop_kit::Outbox;
+use sloop_kit::db::is_unique_violation;
+use sloop_kit::outbox::OutboxError;
+use sloop_events::user as events;
+use sqlx::{AnyConnection, AnyPool, FromRow};
 
 use crate::model::{Status, User};
 
@@ -12,12 +17,18 @@ pub enum StoreError {
     NotFound(String),
     #[error("a user with email {0} already exists")]
     DuplicateEmail(String),
+    #[error("user {0} already exists with a different email or name")]
+    IdTaken(String),
     #[error("user {0} is deleted and can no longer change")]
     Deleted(String),
     #[error("user {0} was changed by another request meanwhile; fetch it and retry")]
     Concurrent(String),
+    #[error("user {id} has status {status:?} in the database, which this version does not know")]
+    UnknownStatus { id: String, status: String },
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("outbox: {0}")]
+    Outbox(#[from] OutboxError),
 }
 
 #[derive(FromRow)]
@@ -31,18 +42,25 @@ struct UserRow {
     version: i64,
 }
 
-impl From<UserRow> for User {
-    fn from(row: UserRow) -> Self {
-        User {
+impl TryFrom<UserRow> for User {
+    type Error = StoreError;
+
+    /// A status the CHECK constraint should have kept out is an error, never a guess:
+    /// reading it as `active` would quietly let a suspended user back in.
+    fn try_from(row: UserRow) -> Result<Self, StoreError> {
+        let status = Status::from_db(&row.status).ok_or_else(|| StoreError::UnknownStatus {
+            id: row.id.clone(),
+            status: row.status.clone(),
+        })?;
+        Ok(User {
             id: row.id,
             email: row.email,
             name: row.name,
-            // The CHECK constraint admits only the three known values.
-            status: Status::from_db(&row.status).unwrap_or(Status::Active),
+            status,
             created_at: row.created_at,
             updated_at: row.updated_at,
             version: row.version,
-        }
+        })
     }
 }
 
@@ -56,12 +74,16 @@ macro_rules! select_users {
     };
 }
 
-fn unique_violation(err: &sqlx::Error) -> bool {
-    err.as_database_error()
-        .is_some_and(|db| db.is_unique_violation())
+/// Whether [`insert`] made the user or found it already made (a retried request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    Created,
+    AlreadyThere,
 }
 
-pub async fn insert(pool: &AnyPool, user: &User) -> Result<(), StoreError> {
+/// Creates `user` and writes `UserCreated`. Creating the same id with the same email and
+/// name again is a no-op, so a caller that lost the response can retry safely.
+pub async fn insert(pool: &AnyPool, outbox: &Outbox, user: &User) -> Result<Inserted, StoreError> {
     let mut tx = pool.begin().await?;
     let result = sqlx::query(
         "INSERT INTO users (id, email, name, status, created_at, updated_at, version) \
@@ -77,10 +99,31 @@ pub async fn insert(pool: &AnyPool, user: &User) -> Result<(), StoreError> {
     .execute(&mut *tx)
     .await;
     match result {
-        Err(err) if unique_violation(&err) => Err(StoreError::DuplicateEmail(user.email.clone())),
+        Ok(_) => {
+            let created = events::UserCreated {
+                id: user.id.clone(),
+                email: user.email.clone(),
+                name: user.name.clone(),
+                status: user.status.into(),
+                version: user.version,
+            };
+            outbox.append(&mut tx, events::CREATED, &user.id, &created).await?;
+            tx.commit().await?;
+            outbox.wake();
+            Ok(Inserted::Created)
+        }
+        Err(err) if is_unique_violation(&err) => {
+            drop(tx);
+            match get(pool, &user.id).await {
+                Ok(existing) if existing.email == user.email && existing.name == user.name => {
+                    Ok(Inserted::AlreadyThere)
+                }
+                Ok(_) => Err(StoreError::IdTaken(user.id.clone())),
+                Err(StoreError::NotFound(_)) => Err(StoreError::DuplicateEmail(user.email.clone())),
+                Err(other) => Err(other),
+            }
+        }
         Err(err) => Err(err.into()),
-        // The `user.created` outbox row will be written here, inside `tx`.
-        Ok(_) => Ok(tx.commit().await?),
     }
 }
 
@@ -89,15 +132,16 @@ pub async fn get(pool: &AnyPool, id: &str) -> Result<User, StoreError> {
         .bind(id)
         .fetch_optional(pool)
         .await?
-        .map(User::from)
+        .map(User::try_from)
+        .transpose()?
         .ok_or_else(|| StoreError::NotFound(id.to_owned()))
 }
 
 /// How often an update re-reads and retries after another writer changed the row first.
 const UPDATE_ATTEMPTS: usize = 3;
 
-/// Applies `change` to the stored user and saves it, retrying when a concurrent writer got
-/// there first (optimistic concurrency on `version`).
+/// Applies `change` to the stored user and saves it with the events it implies, retrying
+/// when a concurrent writer got there first (optimistic concurrency on `version`).
 ///
 /// The read happens outside the write transaction on purpose: on SQLite a transaction that
 /// reads and then writes must upgrade its lock, and in WAL mode that upgrade fails at once
@@ -105,6 +149,7 @@ const UPDATE_ATTEMPTS: usize = 3;
 /// whose first statement writes waits for the lock instead.
 pub async fn update(
     pool: &AnyPool,
+    outbox: &Outbox,
     id: &str,
     now: &str,
     change: impl Fn(&mut User) -> Result<(), StoreError>,
@@ -133,20 +178,51 @@ pub async fn update(
         .execute(&mut *tx)
         .await;
         match result {
-            Err(err) if unique_violation(&err) => {
+            Err(err) if is_unique_violation(&err) => {
                 return Err(StoreError::DuplicateEmail(user.email.clone()));
             }
             Err(err) => return Err(err.into()),
             // Someone else changed it since we read it: read again and re-apply.
             Ok(done) if done.rows_affected() == 0 => continue,
-            // The `user.updated` / `user.status_changed` outbox row will be written here.
             Ok(_) => {
+                announce(&mut tx, outbox, &before, &user).await?;
                 tx.commit().await?;
+                outbox.wake();
                 return Ok(user);
             }
         }
     }
     Err(StoreError::Concurrent(id.to_owned()))
+}
+
+/// Writes the events a change from `before` to `after` implies.
+async fn announce(
+    tx: &mut AnyConnection,
+    outbox: &Outbox,
+    before: &User,
+    after: &User,
+) -> Result<(), StoreError> {
+    if before.email != after.email || before.name != after.name {
+        let updated = events::UserUpdated {
+            id: after.id.clone(),
+            email: after.email.clone(),
+            name: after.name.clone(),
+            version: after.version,
+        };
+        outbox.append(tx, events::UPDATED, &after.id, &updated).await?;
+    }
+    if before.status != after.status {
+        let changed = events::UserStatusChanged {
+            id: after.id.clone(),
+            status: after.status.into(),
+            previous_status: before.status.into(),
+            version: after.version,
+        };
+        outbox
+            .append(tx, events::STATUS_CHANGED, &after.id, &changed)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Users with ids after `after` (all when empty), oldest first, at most `limit`.
@@ -175,5 +251,5 @@ pub async fn list(
             .await?
         }
     };
-    Ok(rows.into_iter().map(User::from).collect())
+    rows.into_iter().map(User::try_from).collect()
 }

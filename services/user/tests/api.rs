@@ -1,431 +1,407 @@
-//! The user API end to end over HTTP, each scenario on SQLite and on PostgreSQL.
+//! The user API end to end over HTTP, each scenario on SQLite and on PostgreSQL, with the
+//! events every change publishes.
 
-use reqwest::StatusCode;
+use std::time::Duration;
+
 use serde_json::{Value, json};
+use sloop_events::user as events;
+use sloop_kit::on_both_backends;
 use sloop_kit::testing::{TestApp, TestBackend};
 
 async fn spawn(backend: TestBackend) -> TestApp {
-    TestApp::spawn(
-        sloop_user::SPEC,
-        backend,
-        &sloop_user::MIGRATIONS,
-        sloop_user::router,
-    )
-    .await
-}
-
-/// Runs each scenario once per backend, as `<name>_sqlite` and `<name>_postgres`.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $name() { super::$name(super::spawn(sloop_kit::testing::TestBackend::Sqlite).await).await })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $name() { super::$name(super::spawn(sloop_kit::testing::TestBackend::Postgres).await).await })*
-        }
-    };
+    TestApp::spawn(sloop_user::service(), backend).await
 }
 
 on_both_backends!(
     create_get_update_and_status,
+    every_change_is_announced_once_in_order,
+    put_creates_once_and_retries_are_harmless,
     duplicate_email_is_a_conflict,
     bad_input_gets_problem_documents,
     pagination_walks_every_user_once,
     deleted_users_cannot_change,
+    callers_through_the_gateway_act_only_on_their_own_account,
+    an_unknown_stored_status_is_an_error_not_active,
     probes_and_openapi,
     concurrent_updates_are_never_server_errors,
 );
 
-async fn create(app: &TestApp, email: &str, name: &str) -> reqwest::Response {
-    app.client
-        .post(app.url("/users"))
-        .json(&json!({ "email": email, "name": name }))
-        .send()
+async fn create(app: &TestApp, email: &str, name: &str) -> Value {
+    app.post("/users", &json!({ "email": email, "name": name }))
         .await
-        .unwrap()
+        .assert_status(201)
+        .value()
 }
 
-/// Asserts a problem document with `status` whose detail mentions `needle`.
-async fn assert_problem(response: reqwest::Response, status: StatusCode, needle: &str) {
-    assert_eq!(response.status(), status);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["status"], status.as_u16());
-    assert!(
-        body["type"]
-            .as_str()
-            .unwrap()
-            .starts_with("urn:sloop:problem:")
-    );
-    let detail = body["detail"].as_str().unwrap();
-    assert!(
-        detail.contains(needle),
-        "detail {detail:?} should mention {needle:?}"
-    );
-}
-
-async fn create_get_update_and_status(app: TestApp) {
-    let response = create(&app, " Ada@Example.com ", "Ada").await;
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let location = response.headers()["location"].to_str().unwrap().to_owned();
-    let created: Value = response.json().await.unwrap();
+async fn create_get_update_and_status(backend: TestBackend) {
+    let app = spawn(backend).await;
+    let response = app
+        .post("/users", &json!({ "email": " Ada@Example.com ", "name": "Ada" }))
+        .await;
+    response.assert_status(201);
+    let location = response.header("location").unwrap().to_owned();
+    let created = response.value();
     assert_eq!(created["email"], "ada@example.com");
     assert_eq!(created["status"], "active");
     assert_eq!(created["version"], 1);
-    assert_eq!(
-        location,
-        format!("/users/{}", created["id"].as_str().unwrap())
-    );
+    assert_eq!(location, format!("/users/{}", created["id"].as_str().unwrap()));
 
-    let fetched: Value = app
-        .client
-        .get(app.url(&location))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(fetched, created);
+    assert_eq!(app.get(&location).await.assert_status(200).value(), created);
 
     let updated = app
-        .client
-        .patch(app.url(&location))
-        .json(&json!({ "name": "Ada Lovelace" }))
-        .send()
+        .patch(&location, &json!({ "name": "Ada Lovelace" }))
         .await
-        .unwrap();
-    assert_eq!(updated.status(), StatusCode::OK);
-    let updated: Value = updated.json().await.unwrap();
+        .assert_status(200)
+        .value();
     assert_eq!(updated["name"], "Ada Lovelace");
     assert_eq!(updated["email"], "ada@example.com");
     assert_eq!(updated["version"], 2);
 
     let suspended = app
-        .client
-        .put(app.url(&format!("{location}/status")))
-        .json(&json!({ "status": "suspended" }))
-        .send()
+        .put(&format!("{location}/status"), &json!({ "status": "suspended" }))
         .await
-        .unwrap();
-    assert_eq!(suspended.status(), StatusCode::OK);
-    let suspended: Value = suspended.json().await.unwrap();
+        .assert_status(200)
+        .value();
     assert_eq!(suspended["status"], "suspended");
     assert_eq!(suspended["version"], 3);
     app.stop().await;
 }
 
-async fn duplicate_email_is_a_conflict(app: TestApp) {
+async fn every_change_is_announced_once_in_order(backend: TestBackend) {
+    let app = spawn(backend).await;
+    let user = create(&app, "eve@example.com", "Eve").await;
+    let id = user["id"].as_str().unwrap();
+    let path = format!("/users/{id}");
+    app.patch(&path, &json!({ "email": "eve2@example.com" }))
+        .await
+        .assert_status(200);
+    // A change that changes nothing announces nothing.
+    app.patch(&path, &json!({ "email": "eve2@example.com" }))
+        .await
+        .assert_status(200);
+    app.put(&format!("{path}/status"), &json!({ "status": "suspended" }))
+        .await
+        .assert_status(200);
+    // A rejected change announces nothing either.
+    app.patch(&path, &json!({ "email": "not-an-email" }))
+        .await
+        .assert_status(422);
+
+    let bus = app.memory_bus();
+    bus.wait_for_event(events::TOPIC, Duration::from_secs(5), |e| {
+        e.is(events::STATUS_CHANGED)
+    })
+    .await
+    .expect("the status change is published");
+    let published = bus.events(events::TOPIC);
+    let kinds: Vec<&str> = published.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(
-        create(&app, "bob@example.com", "Bob").await.status(),
-        StatusCode::CREATED
+        kinds,
+        [
+            events::CREATED.name,
+            events::UPDATED.name,
+            events::STATUS_CHANGED.name
+        ]
     );
+    assert!(published.iter().all(|e| e.subject == id && e.source == "/sloop/user"));
+    let created: events::UserCreated = published[0].data_as().unwrap();
+    assert_eq!(created.email, "eve@example.com");
+    let updated: events::UserUpdated = published[1].data_as().unwrap();
+    assert_eq!((updated.email.as_str(), updated.version), ("eve2@example.com", 2));
+    let changed: events::UserStatusChanged = published[2].data_as().unwrap();
+    assert_eq!(changed.status, events::UserStatus::Suspended);
+    assert_eq!(changed.previous_status, events::UserStatus::Active);
+    app.wait_for_outbox_drained(Duration::from_secs(5)).await;
+    app.stop().await;
+}
+
+async fn put_creates_once_and_retries_are_harmless(backend: TestBackend) {
+    let app = spawn(backend).await;
+    let id = uuid::Uuid::now_v7().to_string();
+    let path = format!("/users/{id}");
+    let body = json!({ "email": "pat@example.com", "name": "Pat" });
+    let first = app.put(&path, &body).await.assert_status(201).value();
+    assert_eq!(first["id"], id.as_str());
+    let again = app.put(&path, &body).await.assert_status(200).value();
+    assert_eq!(again, first);
+    app.put(&path, &json!({ "email": "pat@example.com", "name": "Other" }))
+        .await
+        .assert_problem(409, "different email or name");
+    app.put(
+        &format!("/users/{}", uuid::Uuid::now_v7()),
+        &json!({ "email": "pat@example.com", "name": "Pat" }),
+    )
+    .await
+    .assert_problem(409, "already exists");
+    app.memory_bus()
+        .wait_for_event(events::TOPIC, Duration::from_secs(5), |e| e.is(events::CREATED))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        app.memory_bus().events(events::TOPIC).len(),
+        1,
+        "one account, one UserCreated"
+    );
+    app.stop().await;
+}
+
+async fn duplicate_email_is_a_conflict(backend: TestBackend) {
+    let app = spawn(backend).await;
+    create(&app, "bob@example.com", "Bob").await;
     // Case and spaces do not make a different address.
-    let again = create(&app, "BOB@example.com ", "Other Bob").await;
-    assert_problem(again, StatusCode::CONFLICT, "bob@example.com").await;
+    app.post("/users", &json!({ "email": "BOB@example.com ", "name": "Other Bob" }))
+        .await
+        .assert_problem(409, "bob@example.com");
 
     // Taking another user's email on update is a conflict too.
-    let carol: Value = create(&app, "carol@example.com", "Carol")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let steal = app
-        .client
-        .patch(app.url(&format!("/users/{}", carol["id"].as_str().unwrap())))
-        .json(&json!({ "email": "bob@example.com" }))
-        .send()
-        .await
-        .unwrap();
-    assert_problem(steal, StatusCode::CONFLICT, "already exists").await;
+    let carol = create(&app, "carol@example.com", "Carol").await;
+    app.patch(
+        &format!("/users/{}", carol["id"].as_str().unwrap()),
+        &json!({ "email": "bob@example.com" }),
+    )
+    .await
+    .assert_problem(409, "already exists");
     app.stop().await;
 }
 
-async fn bad_input_gets_problem_documents(app: TestApp) {
-    let malformed = app
-        .client
-        .post(app.url("/users"))
-        .header("content-type", "application/json")
-        .body("{\"email\": ")
-        .send()
+async fn bad_input_gets_problem_documents(backend: TestBackend) {
+    let app = spawn(backend).await;
+    let post = |body: &'static str, content_type: Option<&'static str>| {
+        let mut request = app.request(reqwest::Method::POST, "/users").body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        request.send()
+    };
+    post("{\"email\": ", Some("application/json"))
         .await
-        .unwrap();
-    assert_problem(malformed, StatusCode::BAD_REQUEST, "not valid JSON").await;
-
-    let wrong_type = app
-        .client
-        .post(app.url("/users"))
-        .json(&json!({ "email": 42, "name": "x" }))
-        .send()
+        .assert_problem(400, "not valid JSON");
+    post(r#"{"email": 42, "name": "x"}"#, Some("application/json"))
         .await
-        .unwrap();
-    assert_problem(wrong_type, StatusCode::UNPROCESSABLE_ENTITY, "invalid type").await;
-
-    let unknown_field = app
-        .client
-        .post(app.url("/users"))
-        .json(&json!({ "email": "a@b.io", "name": "x", "admin": true }))
-        .send()
+        .assert_problem(422, "invalid type");
+    post(r#"{"email": "a@b.io", "name": "x", "admin": true}"#, Some("application/json"))
         .await
-        .unwrap();
-    assert_problem(unknown_field, StatusCode::UNPROCESSABLE_ENTITY, "admin").await;
-
-    let invalid_email = create(&app, "not-an-email", "x").await;
-    assert_problem(
-        invalid_email,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "not an email",
-    )
-    .await;
-
-    let oversized = create(&app, "big@example.com", &"x".repeat(100 * 1024)).await;
-    assert_problem(oversized, StatusCode::PAYLOAD_TOO_LARGE, "larger").await;
-
-    let no_content_type = app
-        .client
-        .post(app.url("/users"))
-        .body("{}")
-        .send()
+        .assert_problem(422, "admin");
+    post("{}", None).await.assert_problem(415, "application/json");
+    app.post("/users", &json!({ "email": "not-an-email", "name": "x" }))
         .await
-        .unwrap();
-    assert_problem(
-        no_content_type,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "application/json",
-    )
-    .await;
+        .assert_problem(422, "not an email");
+    app.post("/users", &json!({ "email": "big@example.com", "name": "x".repeat(100 * 1024) }))
+        .await
+        .assert_problem(413, "larger");
+    app.post("/users", &json!({ "email": "a@b.io", "name": " ".repeat(101) }))
+        .await
+        .assert_problem(422, "longer than 100");
 
-    let unknown_id = app
-        .client
-        .get(app.url(&format!("/users/{}", uuid::Uuid::now_v7())))
-        .send()
+    let unknown = format!("/users/{}", uuid::Uuid::now_v7());
+    app.get(&unknown).await.assert_problem(404, "no user");
+    app.get("/users/42").await.assert_problem(400, "UUID");
+    app.put(&format!("{unknown}/status"), &json!({ "status": "banned" }))
         .await
-        .unwrap();
-    assert_problem(unknown_id, StatusCode::NOT_FOUND, "no user").await;
+        .assert_problem(422, "unknown variant");
+    app.get("/users?limit=0").await.assert_problem(400, "limit");
+    app.get("/users?limit=many").await.assert_problem(400, "limit");
+    app.get("/users?cursor=%%%").await.assert_problem(400, "cursor");
+    app.patch(&unknown, &json!({}))
+        .await
+        .assert_problem(422, "nothing to change");
+    app.get("/nope").await.assert_problem(404, "no such route");
+    app.delete("/users").await.assert_problem(405, "method");
 
-    let not_a_uuid = app.client.get(app.url("/users/42")).send().await.unwrap();
-    assert_problem(not_a_uuid, StatusCode::BAD_REQUEST, "UUID").await;
-
-    let bad_status = app
-        .client
-        .put(app.url(&format!("/users/{}/status", uuid::Uuid::now_v7())))
-        .json(&json!({ "status": "banned" }))
-        .send()
-        .await
-        .unwrap();
-    assert_problem(
-        bad_status,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "unknown variant",
-    )
-    .await;
-
-    let bad_limit = app
-        .client
-        .get(app.url("/users?limit=0"))
-        .send()
-        .await
-        .unwrap();
-    assert_problem(bad_limit, StatusCode::BAD_REQUEST, "limit").await;
-    let bad_limit_type = app
-        .client
-        .get(app.url("/users?limit=many"))
-        .send()
-        .await
-        .unwrap();
-    assert_problem(bad_limit_type, StatusCode::BAD_REQUEST, "limit").await;
-    let bad_cursor = app
-        .client
-        .get(app.url("/users?cursor=%%%"))
-        .send()
-        .await
-        .unwrap();
-    assert_problem(bad_cursor, StatusCode::BAD_REQUEST, "cursor").await;
-
-    let empty_patch = app
-        .client
-        .patch(app.url(&format!("/users/{}", uuid::Uuid::now_v7())))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_problem(
-        empty_patch,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "nothing to change",
-    )
-    .await;
-
-    let no_route = app.client.get(app.url("/nope")).send().await.unwrap();
-    assert_problem(no_route, StatusCode::NOT_FOUND, "no such route").await;
-
-    // Nothing above created a user.
-    let page: Value = app
-        .client
-        .get(app.url("/users"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // Nothing above created a user or published an event.
+    let page = app.get("/users").await.assert_status(200).value();
     assert_eq!(page["items"].as_array().unwrap().len(), 0);
+    assert!(app.memory_bus().events(events::TOPIC).is_empty());
     app.stop().await;
 }
 
-async fn pagination_walks_every_user_once(app: TestApp) {
+async fn pagination_walks_every_user_once(backend: TestBackend) {
+    let app = spawn(backend).await;
     let mut created = Vec::new();
     for i in 0..7 {
-        let user: Value = create(&app, &format!("u{i}@example.com"), "U")
-            .await
-            .json()
-            .await
-            .unwrap();
+        let user = create(&app, &format!("u{i}@example.com"), "U").await;
         created.push(user["id"].as_str().unwrap().to_owned());
     }
     // Suspend one so the status filter has something to find.
-    app.client
-        .put(app.url(&format!("/users/{}/status", created[3])))
-        .json(&json!({ "status": "suspended" }))
-        .send()
-        .await
-        .unwrap();
+    app.put(
+        &format!("/users/{}/status", created[3]),
+        &json!({ "status": "suspended" }),
+    )
+    .await
+    .assert_status(200);
 
     let mut seen = Vec::new();
-    let mut url = app.url("/users?limit=3");
+    let mut path = "/users?limit=3".to_owned();
     let mut pages = 0;
     loop {
-        let page: Value = app
-            .client
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = app.get(&path).await.assert_status(200).value();
         pages += 1;
         for user in page["items"].as_array().unwrap() {
             seen.push(user["id"].as_str().unwrap().to_owned());
         }
         match page["next_cursor"].as_str() {
-            Some(cursor) => url = app.url(&format!("/users?limit=3&cursor={cursor}")),
+            Some(cursor) => path = format!("/users?limit=3&cursor={cursor}"),
             None => break,
         }
     }
     assert_eq!(seen, created, "every user once, in creation order");
     assert_eq!(pages, 3);
 
-    let suspended: Value = app
-        .client
-        .get(app.url("/users?status=suspended"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let suspended = app.get("/users?status=suspended").await.value();
     let items = suspended["items"].as_array().unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["id"], created[3].as_str());
     app.stop().await;
 }
 
-async fn deleted_users_cannot_change(app: TestApp) {
-    let user: Value = create(&app, "dee@example.com", "Dee")
-        .await
-        .json()
-        .await
-        .unwrap();
+async fn deleted_users_cannot_change(backend: TestBackend) {
+    let app = spawn(backend).await;
+    let user = create(&app, "dee@example.com", "Dee").await;
     let path = format!("/users/{}", user["id"].as_str().unwrap());
-    let deleted = app
-        .client
-        .put(app.url(&format!("{path}/status")))
-        .json(&json!({ "status": "deleted" }))
-        .send()
+    app.put(&format!("{path}/status"), &json!({ "status": "deleted" }))
         .await
-        .unwrap();
-    assert_eq!(deleted.status(), StatusCode::OK);
-    let revive = app
-        .client
-        .put(app.url(&format!("{path}/status")))
-        .json(&json!({ "status": "active" }))
-        .send()
+        .assert_status(200);
+    app.put(&format!("{path}/status"), &json!({ "status": "active" }))
         .await
-        .unwrap();
-    assert_problem(revive, StatusCode::CONFLICT, "deleted").await;
-    let rename = app
-        .client
-        .patch(app.url(&path))
-        .json(&json!({ "name": "Zombie" }))
-        .send()
+        .assert_problem(409, "deleted");
+    app.patch(&path, &json!({ "name": "Zombie" }))
         .await
-        .unwrap();
-    assert_problem(rename, StatusCode::CONFLICT, "deleted").await;
+        .assert_problem(409, "deleted");
     app.stop().await;
 }
 
-async fn probes_and_openapi(app: TestApp) {
-    let echoed = app
-        .client
-        .get(app.url("/users"))
-        .header("x-request-id", "req-abc-123")
+async fn callers_through_the_gateway_act_only_on_their_own_account(backend: TestBackend) {
+    let app = spawn(backend).await;
+    let me = create(&app, "me@example.com", "Me").await;
+    let other = create(&app, "other@example.com", "Other").await;
+    let (mine, theirs) = (
+        format!("/users/{}", me["id"].as_str().unwrap()),
+        format!("/users/{}", other["id"].as_str().unwrap()),
+    );
+    let as_me = |method, path: &str| {
+        app.request(method, path)
+            .header("x-user-id", me["id"].as_str().unwrap())
+            .header("x-user-roles", "user")
+    };
+    as_me(reqwest::Method::GET, &mine).send().await.assert_status(200);
+    as_me(reqwest::Method::GET, &theirs)
         .send()
         .await
+        .assert_problem(403, "your own account");
+    as_me(reqwest::Method::PATCH, &theirs)
+        .json(&json!({ "name": "Hijacked" }))
+        .send()
+        .await
+        .assert_problem(403, "your own account");
+    as_me(reqwest::Method::PUT, &format!("{mine}/status"))
+        .json(&json!({ "status": "active" }))
+        .send()
+        .await
+        .assert_problem(403, "admin");
+    as_me(reqwest::Method::GET, "/users")
+        .send()
+        .await
+        .assert_problem(403, "admin");
+    let admin = app
+        .request(reqwest::Method::GET, &theirs)
+        .header("x-user-id", "someone")
+        .header("x-user-roles", "user,admin")
+        .send()
+        .await;
+    admin.assert_status(200);
+    app.stop().await;
+}
+
+async fn an_unknown_stored_status_is_an_error_not_active(backend: TestBackend) {
+    let app = spawn(backend).await;
+    let user = create(&app, "odd@example.com", "Odd").await;
+    let id = user["id"].as_str().unwrap();
+    // A newer version's status this one does not know; the CHECK constraint must go first.
+    let pool = app.db().pool();
+    let mut conn = pool.acquire().await.unwrap();
+    let lift_check = match app.db().backend() {
+        sloop_kit::Backend::Postgres => "ALTER TABLE users DROP CONSTRAINT users_status_check",
+        // Per connection, so the update below runs on the same one.
+        sloop_kit::Backend::Sqlite => "PRAGMA ignore_check_constraints = ON",
+    };
+    sqlx::query(lift_check).execute(&mut *conn).await.unwrap();
+    sqlx::query("UPDATE users SET status = 'frozen' WHERE id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await
         .unwrap();
-    assert_eq!(echoed.headers()["x-request-id"], "req-abc-123");
-    let generated = app.client.get(app.url("/users")).send().await.unwrap();
+    if app.db().backend() == sloop_kit::Backend::Sqlite {
+        sqlx::query("PRAGMA ignore_check_constraints = OFF")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+    }
+    drop(conn);
+    let status: (String,) = sqlx::query_as("SELECT status FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(status.0, "frozen", "the test set an unknown status");
+    app.get(&format!("/users/{id}"))
+        .await
+        .assert_problem(500, "retry later");
+    app.stop().await;
+}
+
+async fn probes_and_openapi(backend: TestBackend) {
+    let app = spawn(backend).await;
+    let echoed = app
+        .request(reqwest::Method::GET, "/users")
+        .header("x-request-id", "req-abc-123")
+        .send()
+        .await;
+    assert_eq!(echoed.header("x-request-id"), Some("req-abc-123"));
+    let generated = app.get("/users").await;
     assert_eq!(
-        generated.headers()["x-request-id"].len(),
-        36,
+        generated.header("x-request-id").map(str::len),
+        Some(36),
         "a UUID is generated"
     );
 
-    let alive = app.client.get(app.url("/healthz")).send().await.unwrap();
-    assert_eq!(alive.status(), StatusCode::OK);
-    let ready: Value = app
-        .client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(ready["database"], "ok");
+    app.get("/healthz").await.assert_status(200);
+    let ready = app.get("/readyz").await.assert_status(200).value();
+    assert_eq!(ready["checks"]["database"], "ok");
 
-    let doc: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = app.get("/openapi.json").await.assert_status(200).value();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     for path in ["/users", "/users/{id}", "/users/{id}/status"] {
         assert!(doc["paths"][path].is_object(), "OpenAPI lacks {path}");
     }
+    // The constraints the code enforces are in the contract.
+    let get = &doc["paths"]["/users/{id}"]["get"];
+    assert_eq!(get["parameters"][0]["schema"]["format"], "uuid");
+    let list = &doc["paths"]["/users"]["get"];
+    let limit = list["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "limit")
+        .unwrap();
+    assert_eq!((limit["schema"]["minimum"].as_i64(), limit["schema"]["maximum"].as_i64()), (Some(1), Some(100)));
+    let create = &doc["paths"]["/users"]["post"]["responses"];
+    for status in ["201", "400", "403", "409", "413", "415", "422", "500", "503"] {
+        assert!(create[status].is_object(), "POST /users lacks {status}");
+    }
+    assert!(create["409"]["content"]["application/problem+json"].is_object());
 
     // Readiness follows the database: with the pool closed the service is not ready.
-    app.db.close().await;
-    let not_ready = app.client.get(app.url("/readyz")).send().await.unwrap();
-    assert_problem(not_ready, StatusCode::SERVICE_UNAVAILABLE, "database").await;
+    app.db().close().await;
+    app.get("/readyz").await.assert_problem(503, "database");
     app.stop().await;
 }
 
-async fn concurrent_updates_are_never_server_errors(app: TestApp) {
+async fn concurrent_updates_are_never_server_errors(backend: TestBackend) {
+    let app = spawn(backend).await;
     let mut ids = Vec::new();
     for i in 0..20 {
-        let user: Value = create(&app, &format!("c{i}@example.com"), "C")
-            .await
-            .json()
-            .await
-            .unwrap();
+        let user = create(&app, &format!("c{i}@example.com"), "C").await;
         ids.push(user["id"].as_str().unwrap().to_owned());
     }
     // Many writers at once: on SQLite a read-then-write transaction used to fail with
@@ -435,29 +411,20 @@ async fn concurrent_updates_are_never_server_errors(app: TestApp) {
         .chain(std::iter::repeat_n(&ids[0], 10))
         .enumerate()
         .map(|(n, id)| {
-            app.client
-                .patch(app.url(&format!("/users/{id}")))
+            app.request(reqwest::Method::PATCH, &format!("/users/{id}"))
                 .json(&json!({ "name": format!("Writer {n}") }))
                 .send()
         });
     let statuses: Vec<u16> = futures::future::join_all(patches)
         .await
         .into_iter()
-        .map(|r| r.unwrap().status().as_u16())
+        .map(|r| r.status.as_u16())
         .collect();
     assert!(
         statuses.iter().all(|s| *s == 200 || *s == 409),
         "{statuses:?}"
     );
-    let first: Value = app
-        .client
-        .get(app.url(&format!("/users/{}", ids[0])))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let first = app.get(&format!("/users/{}", ids[0])).await.value();
     let ok_on_first = statuses[0..1]
         .iter()
         .chain(&statuses[20..])
@@ -468,5 +435,13 @@ async fn concurrent_updates_are_never_server_errors(app: TestApp) {
         1 + ok_on_first,
         "every 200 is one version step"
     );
+    // Every successful change was announced exactly once.
+    let bus = app.memory_bus();
+    let wanted = 20 + statuses.iter().filter(|s| **s == 200).count();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while bus.events(events::TOPIC).len() < wanted && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(bus.events(events::TOPIC).len(), wanted);
     app.stop().await;
 }

@@ -8,46 +8,23 @@ use sloop_kit::testing::{TestApp, TestBackend};
 
 #[tokio::test]
 async fn metrics_use_route_templates_and_pass_promtool() {
-    let app = TestApp::spawn(
-        sloop_user::SPEC,
-        TestBackend::Sqlite,
-        &sloop_user::MIGRATIONS,
-        sloop_user::router,
-    )
-    .await;
-    let created: serde_json::Value = app
-        .client
-        .post(app.url("/users"))
-        .json(&json!({ "email": "m@example.com", "name": "M" }))
-        .send()
+    let app = TestApp::spawn(sloop_user::service(), TestBackend::Sqlite).await;
+    let created = app
+        .post("/users", &json!({ "email": "m@example.com", "name": "M" }))
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .assert_status(201)
+        .value();
     let id = created["id"].as_str().unwrap();
     for _ in 0..3 {
-        app.client
-            .get(app.url(&format!("/users/{id}")))
-            .send()
-            .await
-            .unwrap();
+        app.get(&format!("/users/{id}")).await.assert_status(200);
     }
-    app.client
-        .get(app.url(&format!("/users/{}", uuid::Uuid::now_v7())))
-        .send()
+    app.get(&format!("/users/{}", uuid::Uuid::now_v7()))
         .await
-        .unwrap();
+        .assert_status(404);
+    // The relay publishes the UserCreated event and reports its backlog within a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
 
-    let body = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = app.get("/metrics").await.assert_status(200).text();
     let line = |needle: &[&str]| {
         body.lines()
             .find(|l| needle.iter().all(|n| l.contains(n)))
@@ -78,6 +55,14 @@ async fn metrics_use_route_templates_and_pass_promtool() {
         "service=\"user\"",
     ]);
     line(&["http_server_active_requests{"]);
+    let sent = line(&[
+        "messaging_client_sent_messages_total{",
+        "destination=\"sloop.user\"",
+        "outcome=\"ok\"",
+    ]);
+    assert!(sent.ends_with(" 1"), "one event published: {sent}");
+    line(&["outbox_pending_events{service=\"user\"} 0"]);
+    line(&["messaging_client_operation_duration_seconds_bucket{"]);
     assert!(!body.contains(id), "raw ids must never become label values");
     assert!(
         !body.contains("route=\"/metrics\""),

@@ -5,12 +5,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
 use axum::routing::get;
 use sloop_kit::testing::{
     OtlpReceiver, SPAN_KIND_CLIENT as CLIENT, SPAN_KIND_SERVER as SERVER, TestApp, TestBackend,
 };
-use telemetry::{HttpClient, TelemetryConfig};
+use telemetry::TelemetryConfig;
 
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_ID: &str = "00f067aa0ba902b7";
@@ -24,47 +23,37 @@ fn config_for(receiver: &OtlpReceiver) -> TelemetryConfig {
     TelemetryConfig::from_lookup("user", |k| vars.get(k).cloned()).unwrap()
 }
 
-/// A second service whose only route calls the user service through `HttpClient`.
-fn caller_router(user_base: String) -> Router {
-    let client = HttpClient::new("caller");
-    Router::new()
-        .route(
-            "/proxy",
-            get(
-                |State((client, base)): State<(HttpClient, String)>| async move {
-                    let request = client.request(reqwest::Method::GET, &format!("{base}/users"));
-                    let status = client
-                        .send(request, "/users")
+/// A second service whose only route calls the user service as an upstream.
+fn caller() -> sloop_kit::Service {
+    sloop_kit::Service::new("caller", 0)
+        .upstream("user", 0)
+        .api(|ctx| {
+            let user = ctx.upstream("user").clone();
+            Router::new().route(
+                "/proxy",
+                get(move || async move {
+                    let status = user
+                        .call(reqwest::Method::GET, "/users", "/users", None::<&()>)
                         .await
                         .map(|r| r.status().as_u16());
                     format!("{status:?}")
-                },
-            ),
-        )
-        .with_state((client, user_base))
+                }),
+            )
+        })
 }
 
 #[tokio::test]
 async fn traces_continue_across_requests_and_services() {
     let receiver = OtlpReceiver::start().await;
     let guard = telemetry::init_with(config_for(&receiver)).unwrap();
-    let user = TestApp::spawn(
-        sloop_user::SPEC,
-        TestBackend::Sqlite,
-        &sloop_user::MIGRATIONS,
-        sloop_user::router,
-    )
-    .await;
+    let user = TestApp::spawn(sloop_user::service(), TestBackend::Sqlite).await;
 
     // 1. An incoming traceparent becomes the parent of the server span.
-    let response = user
-        .client
-        .get(user.url("/users"))
-        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
+    user.request(reqwest::Method::GET, "/users")
+        .header("traceparent", &format!("00-{TRACE_ID}-{PARENT_ID}-01"))
         .send()
         .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+        .assert_status(200);
     guard.force_flush();
     let server_span = receiver
         .wait_for(Duration::from_secs(10), |s| {
@@ -79,23 +68,12 @@ async fn traces_continue_across_requests_and_services() {
     assert_eq!(server_span.attributes["http.response.status_code"], "200");
 
     // 2. Caller -> telemetry client -> user service: one trace, properly parented.
-    let caller_db = TestApp::spawn(
-        sloop_kit::ServiceSpec {
-            name: "caller",
-            default_port: 0,
-        },
-        TestBackend::Sqlite,
-        &sloop_user::MIGRATIONS,
-        |_| caller_router(user.url("")),
-    )
-    .await;
-    let proxied = caller_db
-        .client
-        .get(caller_db.url("/proxy"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(proxied.text().await.unwrap(), "Ok(200)");
+    let caller = TestApp::builder(caller())
+        .upstream("user", user.url(""))
+        .spawn()
+        .await;
+    let proxied = caller.get("/proxy").await;
+    assert_eq!(proxied.text(), "Ok(200)");
     guard.force_flush();
     let caller_server = receiver
         .wait_for(Duration::from_secs(10), |s| {
@@ -122,7 +100,7 @@ async fn traces_continue_across_requests_and_services() {
         "a fresh request starts a fresh trace"
     );
 
-    caller_db.stop().await;
+    caller.stop().await;
     user.stop().await;
     guard.shutdown().await;
 }

@@ -27,12 +27,10 @@ pub fn repo() -> PathBuf {
 /// The user service plus two routes that produce the failures and slowness the test
 /// needs; everything else (telemetry layer, kit, metrics) is the production stack.
 pub async fn user_service() -> TestApp {
-    TestApp::spawn(
-        sloop_user::SPEC,
-        TestBackend::Sqlite,
-        &sloop_user::MIGRATIONS,
-        |db| {
-            sloop_user::router(db)
+    let service = sloop_kit::Service::new(sloop_user::NAME, 0)
+        .database(&sloop_user::MIGRATIONS)
+        .api(|ctx| {
+            sloop_user::router(sloop_user::AppState::new(ctx))
                 .route(
                     "/test/slow",
                     get(|| async {
@@ -44,9 +42,8 @@ pub async fn user_service() -> TestApp {
                     "/test/fail",
                     get(|| async { sloop_kit::Problem::internal(&"injected by the test") }),
                 )
-        },
-    )
-    .await
+        });
+    TestApp::spawn(service, TestBackend::Sqlite).await
 }
 
 /// Sends `good` fast GETs, `failed` 500s and `slow` 300 ms requests, interleaved so the

@@ -5,34 +5,12 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use serde::Serialize;
 
 use crate::engine::RunResult;
-use crate::stats::{Second, Summary};
+use crate::stats::Summary;
 use crate::thresholds::Threshold;
 
-/// The JSON result file. Stable field names; `slo` reads `overall` and `steps`.
-#[derive(Debug, Serialize)]
-pub struct Results {
-    pub scenario: String,
-    pub target: String,
-    pub duration_s: f64,
-    pub planned: u64,
-    pub achieved_rps: f64,
-    pub overall: Summary,
-    pub steps: BTreeMap<String, Summary>,
-    pub thresholds: Vec<ThresholdResult>,
-    pub passed: bool,
-    pub timeline: Vec<Second>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ThresholdResult {
-    pub threshold: String,
-    pub step: Option<String>,
-    pub value: f64,
-    pub passed: bool,
-}
+pub use loadtest_result::{Results, ThresholdResult};
 
 pub fn results(scenario: &str, target: &str, run: &RunResult, thresholds: &[Threshold]) -> Results {
     let checked: Vec<ThresholdResult> = thresholds

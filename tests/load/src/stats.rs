@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+pub use loadtest_result::{LatencyHistogram, Percentiles, Second, Summary};
 
 /// Microseconds, 1 µs to 1 hour, 3 significant digits.
 fn histogram() -> Histogram<u64> {
@@ -110,16 +110,13 @@ impl StepStats {
             failed: self.failed,
             dropped: self.dropped,
             failure_rate: self.failure_rate(),
-            latency_ms: Percentiles::of(|p| self.latency_ms(p), self.max_ms()),
-            service_time_ms: Percentiles::of(
+            latency_ms: percentiles(|p| self.latency_ms(p), self.max_ms()),
+            service_time_ms: percentiles(
                 |p| self.service_ms(p),
                 self.service_time.max() as f64 / 1000.0,
             ),
             statuses: self.statuses.clone(),
-            within_ms: LATENCY_BOUNDS_MS
-                .iter()
-                .map(|ms| (ms.to_string(), self.latency.count_between(0, ms * 1000)))
-                .collect(),
+            latency_histogram: LatencyHistogram::encode(&self.latency),
         }
     }
 
@@ -160,54 +157,14 @@ impl StepStats {
     }
 }
 
-/// Bounds reported in `within_ms`: the platform's latency SLO is the 200 ms one.
-pub const LATENCY_BOUNDS_MS: [u64; 6] = [50, 100, 200, 500, 1000, 2000];
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    pub requests: u64,
-    pub failed: u64,
-    pub dropped: u64,
-    pub failure_rate: f64,
-    /// From the intended send time.
-    pub latency_ms: Percentiles,
-    /// From the actual send time (for comparison only).
-    pub service_time_ms: Percentiles,
-    pub statuses: BTreeMap<String, u64>,
-    /// Requests completed within each bound (ms), e.g. `"200": 59990`, so a latency SLO
-    /// ("share faster than 200 ms") can be computed from the result file.
-    pub within_ms: BTreeMap<String, u64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Percentiles {
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub p99_9: f64,
-    pub max: f64,
-}
-
-impl Percentiles {
-    fn of(at: impl Fn(f64) -> f64, max: f64) -> Self {
-        Self {
-            p50: at(50.0),
-            p90: at(90.0),
-            p99: at(99.0),
-            p99_9: at(99.9),
-            max,
-        }
+fn percentiles(at: impl Fn(f64) -> f64, max: f64) -> Percentiles {
+    Percentiles {
+        p50: at(50.0),
+        p90: at(90.0),
+        p99: at(99.0),
+        p99_9: at(99.9),
+        max,
     }
-}
-
-/// One second of the run, for charts.
-#[derive(Debug, Clone, Serialize)]
-pub struct Second {
-    pub second: u64,
-    pub requests: u64,
-    pub failed: u64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
 }
 
 /// Per-second latency and throughput, keyed by when each request completed.

@@ -23,41 +23,51 @@ async fn slow_server() -> String {
     format!("http://{addr}")
 }
 
-fn scenario(rate: u32) -> std::path::PathBuf {
-    // Five in flight at 50 ms each: at most 100 requests per second get through.
-    let text = format!(
-        "name: capacity\nstages: [ {{ duration: 2s, rate: {rate} }} ]\nsteps: [ {{ name: work, path: /work }} ]\nmax_in_flight: 5\nmax_lateness: 200ms\nthresholds: [ \"dropped==0\", \"p(99)<1000\" ]\n"
-    );
-    let path = std::env::temp_dir().join(format!("capacity-{rate}-{}.yaml", std::process::id()));
-    std::fs::write(&path, text).unwrap();
-    path
+/// A scenario file and an output directory of this call's own: the tests run in parallel
+/// and must never write each other's files.
+struct Run {
+    scenario: std::path::PathBuf,
+    out: std::path::PathBuf,
 }
 
-fn out_dir(rate: u32) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("capacity-out-{rate}-{}", std::process::id()))
-}
+impl Run {
+    fn new(rate: u32) -> Self {
+        // Five in flight at 50 ms each: at most 100 requests per second get through.
+        let text = format!(
+            "name: capacity\nstages: [ {{ duration: 2s, rate: {rate} }} ]\nsteps: [ {{ name: work, path: /work }} ]\nmax_in_flight: 5\nmax_lateness: 200ms\nthresholds: [ \"dropped==0\", \"p(99)<1000\" ]\n"
+        );
+        let dir = std::env::temp_dir().join(format!("loadtest-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let scenario = dir.join("capacity.yaml");
+        std::fs::write(&scenario, text).unwrap();
+        Self {
+            scenario,
+            out: dir.join("out"),
+        }
+    }
 
-async fn loadtest(rate: u32, target: &str, extra: &[&str]) -> std::process::Output {
-    let (scenario, target, out) = (scenario(rate), target.to_owned(), out_dir(rate));
-    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_loadtest"))
-            .arg(&scenario)
-            .args(["--target", &target, "--out"])
-            .arg(&out)
-            .args(extra)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+    async fn loadtest(&self, target: &str, extra: &[&str]) -> std::process::Output {
+        let (scenario, target, out) = (self.scenario.clone(), target.to_owned(), self.out.clone());
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_loadtest"))
+                .arg(&scenario)
+                .args(["--target", &target, "--out"])
+                .arg(&out)
+                .args(extra)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn overload_drops_requests_and_fails_the_threshold() {
     let target = slow_server().await;
 
-    let passing = loadtest(40, &target, &[]).await;
+    let passing = Run::new(40).loadtest(&target, &[]).await;
     assert_eq!(
         passing.status.code(),
         Some(0),
@@ -66,11 +76,12 @@ async fn overload_drops_requests_and_fails_the_threshold() {
     );
     assert!(String::from_utf8_lossy(&passing.stdout).contains("PASS dropped==0"));
 
-    let failing = loadtest(400, &target, &[]).await;
+    let overload = Run::new(400);
+    let failing = overload.loadtest(&target, &[]).await;
     assert_eq!(failing.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&failing.stderr);
     assert!(stderr.contains("threshold failed: dropped==0"), "{stderr}");
-    let out = out_dir(400);
+    let out = &overload.out;
     let result: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("result.json")).unwrap()).unwrap();
     let dropped = result["overall"]["dropped"].as_u64().unwrap();
@@ -107,12 +118,10 @@ async fn overload_drops_requests_and_fails_the_threshold() {
 async fn find_max_brackets_the_capacity() {
     let target = slow_server().await;
     // Starts at 40/s, doubles past the 100/s capacity, then bisects to within 10 %.
-    let run = loadtest(
-        40,
-        &target,
-        &["--find-max", "--trial", "2s", "--precision", "0.1"],
-    )
-    .await;
+    let search = Run::new(40);
+    let run = search
+        .loadtest(&target, &["--find-max", "--trial", "2s", "--precision", "0.1"])
+        .await;
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert_eq!(
         run.status.code(),
@@ -121,7 +130,7 @@ async fn find_max_brackets_the_capacity() {
         String::from_utf8_lossy(&run.stderr)
     );
     let search: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out_dir(40).join("search.json")).unwrap())
+        serde_json::from_str(&std::fs::read_to_string(search.out.join("search.json")).unwrap())
             .unwrap();
     let max = search["max_rate"].as_f64().unwrap();
     assert!(

@@ -1,19 +1,24 @@
-//! Integration-test helpers: a fresh database per test (SQLite file or PostgreSQL database)
-//! and the full service app on port 0, with a client pointed at it.
+//! Integration-test helpers every service uses as they are: a fresh database per test
+//! (SQLite file or PostgreSQL database), the service started through the same chassis as
+//! production on port 0, typed requests, an in-memory bus to assert published events, and a
+//! real Kafka-protocol broker.
 
+mod broker;
+mod client;
+
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use axum::Router;
-use sqlx::migrate::Migrator;
-use tokio::sync::oneshot;
+pub use broker::Broker;
+pub use client::{TestRequest, TestResponse};
+pub use telemetry::testing::{OtlpReceiver, ReceivedSpan, SPAN_KIND_CLIENT, SPAN_KIND_SERVER};
 
-use crate::server::{Limits, Server, app};
-use crate::{Database, ServiceSpec};
-
-mod otlp;
-pub use otlp::{OtlpReceiver, ReceivedSpan, SPAN_KIND_CLIENT, SPAN_KIND_SERVER};
+use crate::bus::{EventBus, MemoryBus};
+use crate::server::Limits;
+use crate::service::{Context, Running, Service, Settings};
+use crate::Database;
 
 /// The variable `scripts/test.sh` sets to an admin URL of the PostgreSQL it started.
 pub const POSTGRES_URL_VAR: &str = "SLOOP_TEST_POSTGRES_URL";
@@ -23,6 +28,20 @@ pub const POSTGRES_URL_VAR: &str = "SLOOP_TEST_POSTGRES_URL";
 pub enum TestBackend {
     Sqlite,
     Postgres,
+}
+
+/// Runs each scenario once per backend, as `sqlite::<name>` and `postgres::<name>`. Each
+/// scenario is an `async fn(TestBackend)` in the calling module.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name($crate::testing::TestBackend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name($crate::testing::TestBackend::Postgres).await })*
+        }
+    };
 }
 
 /// A database URL that no other test uses. SQLite files live in a temporary directory;
@@ -59,55 +78,102 @@ pub async fn fresh_database_url(backend: TestBackend) -> String {
     }
 }
 
+/// How to start a service for a test.
+pub struct TestAppBuilder {
+    service: Service,
+    backend: TestBackend,
+    bus: Option<EventBus>,
+    database_url: Option<String>,
+    upstreams: BTreeMap<String, String>,
+    limits: Limits,
+}
+
+impl TestAppBuilder {
+    pub fn backend(mut self, backend: TestBackend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Shares a bus with other services of the test (default: a fresh in-memory bus).
+    pub fn bus(mut self, bus: EventBus) -> Self {
+        self.bus = Some(bus);
+        self
+    }
+
+    /// Reuses a database (e.g. to restart a service on the same data).
+    pub fn database_url(mut self, url: impl Into<String>) -> Self {
+        self.database_url = Some(url.into());
+        self
+    }
+
+    /// Points upstream `name` at `url` (another test service, or a stopped one).
+    pub fn upstream(mut self, name: &str, url: impl Into<String>) -> Self {
+        self.upstreams.insert(name.to_owned(), url.into());
+        self
+    }
+
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.limits.body_bytes = bytes;
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        let database_url = match self.database_url {
+            Some(url) => url,
+            None => fresh_database_url(self.backend).await,
+        };
+        let bus = self.bus.unwrap_or_else(|| EventBus::Memory(MemoryBus::new()));
+        let settings = Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: Some(database_url.clone()),
+            db_max_connections: 5,
+            bus: bus.clone(),
+            upstream_urls: self.upstreams,
+            limits: self.limits,
+            shutdown_timeout: Duration::from_secs(5),
+        };
+        let running = self
+            .service
+            .start(settings)
+            .await
+            .unwrap_or_else(|e| panic!("the service did not start: {e}"));
+        TestApp {
+            addr: running.addr(),
+            database_url,
+            bus,
+            client: reqwest::Client::new(),
+            running: Some(running),
+        }
+    }
+}
+
 /// A service running in this process on a random port.
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub db: Database,
+    /// Its database, to restart it on the same data or look inside.
+    pub database_url: String,
+    pub bus: EventBus,
     pub client: reqwest::Client,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    running: Option<Running>,
 }
 
 impl TestApp {
-    /// Starts `api` with the shared layers, on a fresh database of `backend`.
-    pub async fn spawn(
-        spec: ServiceSpec,
-        backend: TestBackend,
-        migrations: &Migrator,
-        api: impl FnOnce(Database) -> Router,
-    ) -> Self {
-        let url = fresh_database_url(backend).await;
-        let db = Database::connect(&url, 5, migrations)
-            .await
-            .unwrap_or_else(|e| panic!("test database: {e}"));
-        let limits = Limits {
-            body_bytes: 64 * 1024,
-            request_timeout: Duration::from_secs(10),
-        };
-        let router = app(spec, api(db.clone()), db.clone(), limits);
-        Self::serve(router, db).await
+    /// Starts `service` on a fresh database of `backend` and a fresh in-memory bus.
+    pub async fn spawn(service: Service, backend: TestBackend) -> Self {
+        Self::builder(service).backend(backend).spawn().await
     }
 
-    async fn serve(router: Router, db: Database) -> Self {
-        let server = Server::bind(SocketAddr::from(([127, 0, 0, 1], 0)), router)
-            .await
-            .expect("bind port 0");
-        let addr = server.local_addr();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.await;
-            };
-            let _ = server
-                .run_until_stopped(shutdown, Duration::from_secs(5))
-                .await;
-        });
-        Self {
-            addr,
-            db,
-            client: reqwest::Client::new(),
-            stop: Some(stop),
-            task: Some(task),
+    pub fn builder(service: Service) -> TestAppBuilder {
+        TestAppBuilder {
+            service,
+            backend: TestBackend::Sqlite,
+            bus: None,
+            database_url: None,
+            upstreams: BTreeMap::new(),
+            limits: Limits {
+                body_bytes: 64 * 1024,
+                request_timeout: Duration::from_secs(10),
+            },
         }
     }
 
@@ -115,13 +181,69 @@ impl TestApp {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// Stops serving and waits for in-flight requests.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+    /// What handlers see: the database, outbox, bus and upstreams.
+    pub fn context(&self) -> &Context {
+        self.running.as_ref().expect("running").context()
+    }
+
+    pub fn db(&self) -> &Database {
+        self.context().db()
+    }
+
+    /// The in-memory bus the service publishes to. Panics on a Kafka bus.
+    pub fn memory_bus(&self) -> &MemoryBus {
+        match &self.bus {
+            EventBus::Memory(bus) => bus,
+            EventBus::Kafka(_) => panic!("this test app runs on Kafka, not the in-memory bus"),
         }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
+    }
+
+    /// Waits until the relay has published and marked every outbox row; panics after
+    /// `timeout`.
+    pub async fn wait_for_outbox_drained(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let pending = crate::outbox::pending(self.db()).await.expect("count the outbox");
+            if pending == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{pending} outbox rows still unpublished after {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A request to `path` on this service.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> TestRequest {
+        TestRequest::new(self.client.request(method, self.url(path)))
+    }
+
+    pub async fn get(&self, path: &str) -> TestResponse {
+        self.request(reqwest::Method::GET, path).send().await
+    }
+
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> TestResponse {
+        self.request(reqwest::Method::POST, path).json(body).send().await
+    }
+
+    pub async fn put(&self, path: &str, body: &serde_json::Value) -> TestResponse {
+        self.request(reqwest::Method::PUT, path).json(body).send().await
+    }
+
+    pub async fn patch(&self, path: &str, body: &serde_json::Value) -> TestResponse {
+        self.request(reqwest::Method::PATCH, path).json(body).send().await
+    }
+
+    pub async fn delete(&self, path: &str) -> TestResponse {
+        self.request(reqwest::Method::DELETE, path).send().await
+    }
+
+    /// Shuts down as on SIGTERM: drain requests, stop consumers, flush the outbox.
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            let _ = running.shutdown().await;
         }
     }
 }

@@ -1,0 +1,68 @@
+//! What auth does with the user service's events: a suspended or deleted user can no
+//! longer sign in or refresh (their refresh tokens are revoked), and a changed email is the
+//! one to sign in with.
+
+use futures::future::BoxFuture;
+use sloop_events::user as events;
+use sloop_kit::clock::now_millis;
+use sloop_kit::{Event, Handler, HandlerError};
+use sqlx::AnyConnection;
+
+use crate::store::{self, AccountStatus, StoreError};
+
+/// The `auth` consumer of topic `sloop.user`.
+pub struct UserEvents;
+
+impl Handler for UserEvents {
+    fn handle<'a>(
+        &'a self,
+        event: &'a Event,
+        tx: &'a mut AnyConnection,
+    ) -> BoxFuture<'a, Result<(), HandlerError>> {
+        Box::pin(async move {
+            if event.kind == events::STATUS_CHANGED.name {
+                let data: events::UserStatusChanged = decode(event, events::STATUS_CHANGED)?;
+                let status = match data.status {
+                    events::UserStatus::Active => AccountStatus::Active,
+                    events::UserStatus::Suspended => AccountStatus::Suspended,
+                    events::UserStatus::Deleted => AccountStatus::Deleted,
+                };
+                let now = now_millis();
+                let changed = store::apply_status(tx, &data.id, status, data.version, now)
+                    .await
+                    .map_err(retry)?;
+                if status != AccountStatus::Active {
+                    let revoked = store::revoke_user(tx, &data.id, now).await.map_err(retry)?;
+                    tracing::info!(user_id = %data.id, status = status.as_str(), changed, revoked, "account blocked");
+                }
+            } else if event.kind == events::UPDATED.name {
+                let data: events::UserUpdated = decode(event, events::UPDATED)?;
+                store::apply_email(tx, &data.id, &data.email, data.version, now_millis())
+                    .await
+                    .map_err(retry)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The payload of a known event type; a version this code does not know is rejected (and
+/// dead-lettered) rather than misread.
+fn decode<T: serde::de::DeserializeOwned>(
+    event: &Event,
+    kind: sloop_kit::EventType,
+) -> Result<T, HandlerError> {
+    if !event.is(kind) {
+        return Err(HandlerError::Reject(format!(
+            "{} schema version {} is not {}",
+            event.kind, event.schema_version, kind.version
+        )));
+    }
+    event
+        .data_as()
+        .map_err(|e| HandlerError::Reject(format!("{} data does not parse: {e}", event.kind)))
+}
+
+fn retry(err: StoreError) -> HandlerError {
+    HandlerError::Retry(err.to_string())
+}

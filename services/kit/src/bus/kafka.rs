@@ -1,0 +1,292 @@
+//! The Kafka bus, through librdkafka (bundled, built from source by rdkafka-sys): an
+//! idempotent producer, so retries never duplicate or reorder a partition, and consumers
+//! in groups that store an offset only after the message is handled (at least once).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use rdkafka::ClientContext;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::statistics::Statistics;
+use rdkafka::util::Timeout;
+
+use super::{BusError, Delivery};
+use crate::event::Message;
+
+/// Partitions of every topic sloop creates. Keys (subjects) spread over them, and one
+/// subject's events stay in one partition, in order.
+const PARTITIONS: i32 = 3;
+
+/// How long the producer keeps retrying one message before reporting it failed; the
+/// outbox relay then publishes it again later, so a broker restart loses nothing.
+const MESSAGE_TIMEOUT: &str = "30000";
+
+/// A connection to Kafka-protocol brokers. Cheap to clone.
+#[derive(Clone)]
+pub struct KafkaBus {
+    bootstrap: String,
+    client_id: String,
+    producer: FutureProducer<Logged>,
+    admin: Arc<AdminClient<Logged>>,
+}
+
+impl KafkaBus {
+    pub fn connect(bootstrap: &str, client_id: &str) -> Result<Self, BusError> {
+        let client_error = |source| BusError::Client {
+            bootstrap: bootstrap.to_owned(),
+            source,
+        };
+        let producer = base_config(bootstrap, client_id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", MESSAGE_TIMEOUT)
+            .create_with_context(Logged::new())
+            .map_err(client_error)?;
+        let admin = base_config(bootstrap, client_id)
+            .create_with_context(Logged::new())
+            .map_err(client_error)?;
+        Ok(Self {
+            bootstrap: bootstrap.to_owned(),
+            client_id: client_id.to_owned(),
+            producer,
+            admin: Arc::new(admin),
+        })
+    }
+
+    pub async fn ensure_topics(&self, topics: &[String]) -> Result<(), BusError> {
+        let new: Vec<NewTopic<'_>> = topics
+            .iter()
+            .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = self
+            .admin
+            .create_topics(&new, &options)
+            .await
+            .map_err(|e| BusError::CreateTopic {
+                topic: topics.join(", "),
+                reason: e.to_string(),
+            })?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(BusError::CreateTopic {
+                        topic,
+                        reason: code.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn publish(&self, message: &Message) -> Result<(), BusError> {
+        let headers = message
+            .headers
+            .iter()
+            .fold(OwnedHeaders::new_with_capacity(message.headers.len()), |h, (k, v)| {
+                h.insert(Header {
+                    key: k,
+                    value: Some(v.as_bytes()),
+                })
+            });
+        let record = FutureRecord::to(&message.topic)
+            .key(message.key.as_bytes())
+            .payload(&message.payload)
+            .headers(headers);
+        self.producer
+            .send(record, Timeout::After(Duration::from_secs(5)))
+            .await
+            .map(|_| ())
+            .map_err(|(err, _)| BusError::Publish {
+                topic: message.topic.clone(),
+                reason: err.to_string(),
+            })
+    }
+
+    pub fn subscribe(&self, group: &str, topics: &[String]) -> Result<Subscription, BusError> {
+        let context = Logged::new();
+        let lag = context.lag.clone();
+        let consumer: StreamConsumer<Logged> = base_config(&self.bootstrap, &self.client_id)
+            .set("group.id", group)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "500")
+            // Offsets are stored by `commit` once a message is handled, never on receipt.
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            // Some brokers (Tansu) hold every fetch for up to this long even when data is
+            // ready, so a short wait keeps delivery latency low.
+            .set("fetch.wait.max.ms", "50")
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(context)
+            .map_err(|source| BusError::Client {
+                bootstrap: self.bootstrap.clone(),
+                source,
+            })?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer
+            .subscribe(&names)
+            .map_err(|source| BusError::Client {
+                bootstrap: self.bootstrap.clone(),
+                source,
+            })?;
+        Ok(Subscription { consumer, lag })
+    }
+
+    pub async fn flush(&self, timeout: Duration) {
+        let producer = self.producer.clone();
+        let _ = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
+    }
+}
+
+fn base_config(bootstrap: &str, client_id: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("client.id", format!("sloop-{client_id}"))
+        // Brokers listen on IPv4 loopback in tests; `localhost` may resolve to ::1 first.
+        .set("broker.address.family", "v4")
+        // Reconnect quickly after a broker restart.
+        .set("reconnect.backoff.ms", "100")
+        .set("reconnect.backoff.max.ms", "2000");
+    config
+}
+
+/// A consumer in a group.
+pub struct Subscription {
+    consumer: StreamConsumer<Logged>,
+    lag: Arc<AtomicI64>,
+}
+
+impl Subscription {
+    pub async fn next(&mut self) -> Result<Delivery, BusError> {
+        let message = self
+            .consumer
+            .recv()
+            .await
+            .map_err(|e| BusError::Receive(e.to_string()))?;
+        use rdkafka::Message as _;
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|header| {
+                        let value = header.value.unwrap_or_default();
+                        (
+                            header.key.to_owned(),
+                            String::from_utf8_lossy(value).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Delivery {
+            message: Message {
+                topic: message.topic().to_owned(),
+                key: String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned(),
+                headers,
+                payload: message.payload().unwrap_or_default().to_vec(),
+            },
+            partition: message.partition(),
+            offset: message.offset(),
+        })
+    }
+
+    /// Stores the offset after `delivery`; librdkafka commits stored offsets every 500 ms
+    /// and when the consumer closes.
+    pub fn commit(&mut self, delivery: &Delivery) -> Result<(), BusError> {
+        self.consumer
+            .store_offset(
+                &delivery.message.topic,
+                delivery.partition,
+                delivery.offset + 1,
+            )
+            .map_err(|e| BusError::Commit {
+                topic: delivery.message.topic.clone(),
+                partition: delivery.partition,
+                offset: delivery.offset,
+                reason: e.to_string(),
+            })
+    }
+
+    pub fn lag(&self) -> Option<u64> {
+        u64::try_from(self.lag.load(Ordering::Relaxed)).ok()
+    }
+
+    /// Commits what was stored, synchronously, then leaves the group.
+    pub async fn close(self) {
+        let consumer = self.consumer;
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(err) = consumer.commit_consumer_state(CommitMode::Sync) {
+                // Nothing stored since the last commit is not a failure.
+                if err.rdkafka_error_code() != Some(RDKafkaErrorCode::NoOffset) {
+                    tracing::warn!(error = %err, "final offset commit failed");
+                }
+            }
+            consumer.unsubscribe();
+        })
+        .await;
+    }
+}
+
+/// Sends librdkafka's log lines to `tracing` (not the `log` crate, which nothing reads
+/// here) and keeps the consumer lag its statistics report.
+struct Logged {
+    /// Sum over assigned partitions of messages not yet stored; -1 until known.
+    lag: Arc<AtomicI64>,
+}
+
+impl Logged {
+    fn new() -> Self {
+        Self {
+            lag: Arc::new(AtomicI64::new(-1)),
+        }
+    }
+}
+
+impl ClientContext for Logged {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, line: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", facility, "{line}");
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{line}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", facility, "{line}");
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility, "{line}"),
+        }
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        // Transport errors while a broker restarts are expected and retried; they are
+        // warnings, not errors that page anyone through Sentry.
+        tracing::warn!(target: "librdkafka", %error, "{reason}");
+    }
+
+    fn stats(&self, statistics: Statistics) {
+        let lag: i64 = statistics
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| p.partition >= 0 && p.consumer_lag_stored >= 0)
+            .map(|p| p.consumer_lag_stored)
+            .sum();
+        self.lag.store(lag, Ordering::Relaxed);
+    }
+}
+
+impl ConsumerContext for Logged {}
