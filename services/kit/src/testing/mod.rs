@@ -84,6 +84,7 @@ pub struct TestAppBuilder {
     backend: TestBackend,
     bus: Option<EventBus>,
     database_url: Option<String>,
+    listen: SocketAddr,
     upstreams: BTreeMap<String, String>,
     limits: Limits,
 }
@@ -112,6 +113,13 @@ impl TestAppBuilder {
         self
     }
 
+    /// Listens on `addr` instead of a random port (e.g. to restart a service where its
+    /// callers expect it).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.limits.body_bytes = bytes;
         self
@@ -124,7 +132,7 @@ impl TestAppBuilder {
         };
         let bus = self.bus.unwrap_or_else(|| EventBus::Memory(MemoryBus::new()));
         let settings = Settings {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listen: self.listen,
             database_url: Some(database_url.clone()),
             db_max_connections: 5,
             bus: bus.clone(),
@@ -169,6 +177,7 @@ impl TestApp {
             backend: TestBackend::Sqlite,
             bus: None,
             database_url: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             upstreams: BTreeMap::new(),
             limits: Limits {
                 body_bytes: 64 * 1024,
