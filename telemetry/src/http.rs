@@ -148,7 +148,7 @@ impl Drop for InFlight {
 
 /// Standard methods by name; anything else is `_OTHER`, as the semantic conventions say,
 /// so a client cannot create unbounded label values.
-pub(crate) fn method_label(method: &Method) -> &'static str {
+pub fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
         Method::POST => "POST",

@@ -95,7 +95,10 @@ fn describe() {
         metrics::Unit::Seconds,
         "Time to handle one event, retries included."
     );
-    metrics::describe_counter!(MESSAGING_RETRIES, "Handler attempts that failed and were retried.");
+    metrics::describe_counter!(
+        MESSAGING_RETRIES,
+        "Handler attempts that failed and were retried."
+    );
     metrics::describe_counter!(
         MESSAGING_DEAD_LETTERS,
         "Events moved to a dead-letter topic after failing every attempt."
@@ -119,8 +122,14 @@ fn describe() {
         BREAKER_STATE,
         "Circuit breaker per upstream: 0 closed, 1 open, 2 half-open."
     );
-    metrics::describe_counter!(BREAKER_TRANSITIONS, "Circuit breaker state changes, by new state.");
-    metrics::describe_counter!(CLIENT_RETRIES, "Outgoing HTTP requests sent again after a failure.");
+    metrics::describe_counter!(
+        BREAKER_TRANSITIONS,
+        "Circuit breaker state changes, by new state."
+    );
+    metrics::describe_counter!(
+        CLIENT_RETRIES,
+        "Outgoing HTTP requests sent again after a failure."
+    );
 }
 
 /// A router serving `GET /metrics` in the Prometheus text format.

@@ -163,7 +163,12 @@ impl KeyRing {
 
     /// Makes sure some key can sign now (the first start has none).
     pub async fn ensure_active(&self) -> Result<(), KeyError> {
-        if self.reload().await?.iter().any(|r| r.activates_at_ms <= now_millis()) {
+        if self
+            .reload()
+            .await?
+            .iter()
+            .any(|r| r.activates_at_ms <= now_millis())
+        {
             return Ok(());
         }
         self.add_key(Duration::ZERO).await.map(|_| ())
@@ -178,8 +183,8 @@ impl KeyRing {
 
     async fn add_key(&self, ahead: Duration) -> Result<(String, i64), KeyError> {
         let rng = SystemRandom::new();
-        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
-            .map_err(|e| KeyError::Generate(e.to_string()))?;
+        let pkcs8 =
+            Ed25519KeyPair::generate_pkcs8(&rng).map_err(|e| KeyError::Generate(e.to_string()))?;
         let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref())
             .map_err(|e| KeyError::Generate(e.to_string()))?;
         let kid = uuid::Uuid::now_v7().simple().to_string();
@@ -238,8 +243,8 @@ impl KeyRing {
     async fn rotate_if_due(&self) -> Result<(), KeyError> {
         let rows = self.reload().await?;
         let newest = rows.iter().map(|r| r.created_at_ms).max();
-        let due = newest
-            .is_none_or(|at| now_millis() - at >= self.settings.rotation.as_millis() as i64);
+        let due =
+            newest.is_none_or(|at| now_millis() - at >= self.settings.rotation.as_millis() as i64);
         if due {
             self.rotate().await?;
         }

@@ -180,7 +180,11 @@ pub struct Registration {
     /// 10 to 128 characters; not the email.
     #[schema(min_length = 10, max_length = 128, format = Password)]
     pub password: String,
-    #[schema(min_length = 1, max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
 }
 
@@ -306,7 +310,10 @@ async fn register(
             // Refused connections and an open breaker mean the profile was certainly not
             // made. A time-out or a 5xx might have made it: keep the pending row (it cannot
             // sign in), and registering again finishes it under the same id.
-            if matches!(err, UpstreamError::Unreachable { .. } | UpstreamError::Open { .. }) {
+            if matches!(
+                err,
+                UpstreamError::Unreachable { .. } | UpstreamError::Open { .. }
+            ) {
                 store::delete_pending(auth.db.pool(), &account.user_id).await?;
             }
             Err(err.into())
@@ -325,7 +332,11 @@ async fn refused_profile(response: reqwest::Response) -> Problem {
 
 fn roles_for(settings: &AuthSettings, email: &str) -> Vec<String> {
     let mut roles = vec!["user".to_owned()];
-    if settings.admin_emails.iter().any(|a| a.eq_ignore_ascii_case(email)) {
+    if settings
+        .admin_emails
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(email))
+    {
         roles.push(sloop_kit::identity::ADMIN_ROLE.to_owned());
     }
     roles
@@ -363,7 +374,10 @@ async fn login(
     let account = store::by_email(auth.db.pool(), &email).await?;
     let matched = auth
         .passwords
-        .verify(&input.password, account.as_ref().map(|a| a.password_hash.as_str()))
+        .verify(
+            &input.password,
+            account.as_ref().map(|a| a.password_hash.as_str()),
+        )
         .await?;
     let account = match account {
         Some(account) if matched && account.status != AccountStatus::Pending => account,
@@ -408,7 +422,15 @@ async fn issue(auth: &Auth, account: &Credentials, family: &str) -> Result<Token
     .map_err(|e| Problem::internal(&e))?;
     let (refresh, hash) = tokens::new_refresh_token();
     let refresh_ttl = settings.refresh_ttl.as_millis() as i64;
-    store::insert_refresh(auth.db.pool(), &hash, family, &account.user_id, now, now + refresh_ttl).await?;
+    store::insert_refresh(
+        auth.db.pool(),
+        &hash,
+        family,
+        &account.user_id,
+        now,
+        now + refresh_ttl,
+    )
+    .await?;
     Ok(TokenPair {
         access_token: access,
         token_type: "Bearer".to_owned(),
@@ -437,11 +459,15 @@ async fn refresh(
     let claimed = store::claim_refresh(auth.db.pool(), &hash, now).await?;
     let row = store::refresh_row(auth.db.pool(), &hash).await?;
     let Some(row) = row else {
-        return Err(Problem::unauthorized("unknown refresh token; sign in again"));
+        return Err(Problem::unauthorized(
+            "unknown refresh token; sign in again",
+        ));
     };
     if !claimed {
         if row.revoked_at_ms.is_some() {
-            return Err(Problem::unauthorized("this refresh token was revoked; sign in again"));
+            return Err(Problem::unauthorized(
+                "this refresh token was revoked; sign in again",
+            ));
         }
         if row.rotated_at_ms.is_some() {
             let revoked = store::revoke_family(auth.db.pool(), &row.family_id, now).await?;
@@ -451,7 +477,9 @@ async fn refresh(
                 "this refresh token was already used, so every token of this sign-in is revoked; sign in again",
             ));
         }
-        return Err(Problem::unauthorized("this refresh token expired; sign in again"));
+        return Err(Problem::unauthorized(
+            "this refresh token expired; sign in again",
+        ));
     }
     let account = store::by_id(auth.db.pool(), &row.user_id).await?;
     let Some(account) = account.filter(|a| a.status == AccountStatus::Active) else {
@@ -467,7 +495,10 @@ async fn refresh(
 )]
 /// Signs out: revokes the refresh token's whole family. Unknown tokens are fine (204), so
 /// logging out twice is harmless.
-async fn logout(State(auth): State<Auth>, Json(input): Json<RefreshRequest>) -> Result<StatusCode, Problem> {
+async fn logout(
+    State(auth): State<Auth>,
+    Json(input): Json<RefreshRequest>,
+) -> Result<StatusCode, Problem> {
     let hash = tokens::hash_refresh_token(&input.refresh_token);
     if let Some(row) = store::refresh_row(auth.db.pool(), &hash).await? {
         store::revoke_family(auth.db.pool(), &row.family_id, now_millis()).await?;
@@ -492,12 +523,21 @@ pub struct Rotation {
     security(("bearer" = []))
 )]
 /// Starts a key rotation now instead of waiting for the schedule.
-async fn rotate_keys(State(auth): State<Auth>, caller: MaybeCaller) -> Result<(StatusCode, Json<Rotation>), Problem> {
+async fn rotate_keys(
+    State(auth): State<Auth>,
+    caller: MaybeCaller,
+) -> Result<(StatusCode, Json<Rotation>), Problem> {
     if caller.0.as_ref().is_some_and(|c| !c.is_admin()) {
         return Err(Problem::forbidden("only an admin may rotate signing keys"));
     }
     let (kid, activates_at_ms) = auth.keys.rotate().await?;
-    Ok((StatusCode::ACCEPTED, Json(Rotation { kid, activates_at_ms })))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Rotation {
+            kid,
+            activates_at_ms,
+        }),
+    ))
 }
 
 #[utoipa::path(
@@ -508,9 +548,10 @@ async fn jwks(State(auth): State<Auth>) -> Result<Response, Problem> {
     let set = auth.keys.jwks().await?;
     let mut response = Json(set).into_response();
     // Verifiers may cache it briefly; new keys are published well before they sign.
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
     Ok(response)
 }
 
@@ -545,6 +586,15 @@ pub struct PublicJwk {
         description = "Registration, login, rotating refresh tokens and the JWKS that verifies access tokens."
     ),
     paths(register, login, refresh, logout, rotate_keys, jwks),
-    components(schemas(Registration, Account, Login, RefreshRequest, TokenPair, Rotation, JwkSet, PublicJwk))
+    components(schemas(
+        Registration,
+        Account,
+        Login,
+        RefreshRequest,
+        TokenPair,
+        Rotation,
+        JwkSet,
+        PublicJwk
+    ))
 )]
 struct ApiDoc;

@@ -95,7 +95,11 @@ impl AuthArgs {
                 memory_kib: self.hash_memory_kib,
                 iterations: self.hash_iterations,
             },
-            admin_emails: self.admin_emails.into_iter().map(|e| e.trim().to_lowercase()).collect(),
+            admin_emails: self
+                .admin_emails
+                .into_iter()
+                .map(|e| e.trim().to_lowercase())
+                .collect(),
             failures_per_account: self.login_failures_per_account.max(1),
             failures_per_address: self.login_failures_per_address.max(1),
             failure_window: self.login_failure_window,

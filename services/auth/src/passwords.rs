@@ -76,14 +76,22 @@ impl Passwords {
 
     /// Whether `password` matches `stored` (a PHC string). With no stored hash it still does
     /// the work, and answers false.
-    pub async fn verify(&self, password: &str, stored: Option<&str>) -> Result<bool, PasswordError> {
+    pub async fn verify(
+        &self,
+        password: &str,
+        stored: Option<&str>,
+    ) -> Result<bool, PasswordError> {
         let real = stored.is_some();
         let hash = stored.map_or_else(|| self.decoy.as_str().to_owned(), str::to_owned);
         let (argon2, password) = (self.argon2.clone(), password.to_owned());
         // The parameters come from the stored hash, so raising the cost later still
         // verifies old hashes.
         let matched = self
-            .blocking(move || Ok(argon2.verify_password(password.as_bytes(), hash.as_str()).is_ok()))
+            .blocking(move || {
+                Ok(argon2
+                    .verify_password(password.as_bytes(), hash.as_str())
+                    .is_ok())
+            })
             .await?;
         Ok(real && matched)
     }
@@ -107,10 +115,14 @@ impl Passwords {
 pub fn check_new(password: &str, email: &str) -> Result<(), String> {
     let length = password.chars().count();
     if length < MIN_PASSWORD {
-        return Err(format!("the password must have at least {MIN_PASSWORD} characters"));
+        return Err(format!(
+            "the password must have at least {MIN_PASSWORD} characters"
+        ));
     }
     if length > MAX_PASSWORD {
-        return Err(format!("the password must have at most {MAX_PASSWORD} characters"));
+        return Err(format!(
+            "the password must have at most {MAX_PASSWORD} characters"
+        ));
     }
     if password.trim().eq_ignore_ascii_case(email.trim()) {
         return Err("the password must not be the email address".to_owned());
@@ -134,17 +146,40 @@ mod tests {
         let two = passwords.hash("correct horse battery").await.unwrap();
         assert!(one.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{one}");
         assert_ne!(one, two, "a fresh salt each time");
-        assert!(passwords.verify("correct horse battery", Some(&one)).await.unwrap());
-        assert!(!passwords.verify("correct horse battery!", Some(&one)).await.unwrap());
+        assert!(
+            passwords
+                .verify("correct horse battery", Some(&one))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !passwords
+                .verify("correct horse battery!", Some(&one))
+                .await
+                .unwrap()
+        );
         assert!(!passwords.verify("anything", None).await.unwrap());
         // Parameters come from the hash: a stronger hasher still verifies old hashes.
-        let stronger = Passwords::new(HashCost { memory_kib: 2048, iterations: 2 }).unwrap();
-        assert!(stronger.verify("correct horse battery", Some(&one)).await.unwrap());
+        let stronger = Passwords::new(HashCost {
+            memory_kib: 2048,
+            iterations: 2,
+        })
+        .unwrap();
+        assert!(
+            stronger
+                .verify("correct horse battery", Some(&one))
+                .await
+                .unwrap()
+        );
     }
 
     #[test]
     fn new_passwords_are_long_enough_and_not_the_email() {
-        assert!(check_new("short", "a@b.io").unwrap_err().contains("at least 10"));
+        assert!(
+            check_new("short", "a@b.io")
+                .unwrap_err()
+                .contains("at least 10")
+        );
         assert!(check_new(&"x".repeat(129), "a@b.io").is_err());
         assert!(check_new("Ada@Example.io", "ada@example.io").is_err());
         assert!(check_new("a long enough passphrase", "a@b.io").is_ok());

@@ -74,15 +74,21 @@ impl TryFrom<CredentialsRow> for Credentials {
     type Error = StoreError;
 
     fn try_from(row: CredentialsRow) -> Result<Self, StoreError> {
-        let status = AccountStatus::from_db(&row.status).ok_or_else(|| StoreError::UnknownStatus {
-            id: row.user_id.clone(),
-            status: row.status.clone(),
-        })?;
+        let status =
+            AccountStatus::from_db(&row.status).ok_or_else(|| StoreError::UnknownStatus {
+                id: row.user_id.clone(),
+                status: row.status.clone(),
+            })?;
         Ok(Self {
             user_id: row.user_id,
             email: row.email,
             password_hash: row.password_hash,
-            roles: row.roles.split(',').filter(|r| !r.is_empty()).map(str::to_owned).collect(),
+            roles: row
+                .roles
+                .split(',')
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned)
+                .collect(),
             status,
             profile_version: row.profile_version,
             created_at_ms: row.created_at_ms,
@@ -119,7 +125,11 @@ pub async fn by_id(pool: &AnyPool, user_id: &str) -> Result<Option<Credentials>,
 }
 
 /// Records a registration that is not confirmed yet.
-pub async fn insert_pending(pool: &AnyPool, account: &Credentials, now_ms: i64) -> Result<(), StoreError> {
+pub async fn insert_pending(
+    pool: &AnyPool,
+    account: &Credentials,
+    now_ms: i64,
+) -> Result<(), StoreError> {
     let result = sqlx::query(
         "INSERT INTO credentials (user_id, email, password_hash, roles, status, \
          profile_version, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)",
@@ -132,13 +142,20 @@ pub async fn insert_pending(pool: &AnyPool, account: &Credentials, now_ms: i64) 
     .execute(pool)
     .await;
     match result {
-        Err(err) if is_unique_violation(&err) => Err(StoreError::DuplicateEmail(account.email.clone())),
+        Err(err) if is_unique_violation(&err) => {
+            Err(StoreError::DuplicateEmail(account.email.clone()))
+        }
         other => other.map(|_| ()).map_err(StoreError::from),
     }
 }
 
 /// A retried registration of a pending account takes the new password.
-pub async fn renew_pending(pool: &AnyPool, user_id: &str, password_hash: &str, now_ms: i64) -> Result<bool, StoreError> {
+pub async fn renew_pending(
+    pool: &AnyPool,
+    user_id: &str,
+    password_hash: &str,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE credentials SET password_hash = $1, updated_at_ms = $2 \
          WHERE user_id = $3 AND status = 'pending'",
@@ -152,7 +169,12 @@ pub async fn renew_pending(pool: &AnyPool, user_id: &str, password_hash: &str, n
 }
 
 /// The user service confirmed the profile: the account can sign in.
-pub async fn activate(pool: &AnyPool, user_id: &str, profile_version: i64, now_ms: i64) -> Result<(), StoreError> {
+pub async fn activate(
+    pool: &AnyPool,
+    user_id: &str,
+    profile_version: i64,
+    now_ms: i64,
+) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE credentials SET status = 'active', updated_at_ms = $1, \
          profile_version = CASE WHEN profile_version > $2 THEN profile_version ELSE $2 END \
@@ -252,7 +274,11 @@ pub async fn insert_refresh(
 
 /// Marks a live token rotated. Exactly one of several concurrent refreshes with the same
 /// token wins; the others see it rotated, which is reuse.
-pub async fn claim_refresh(pool: &AnyPool, token_hash: &str, now_ms: i64) -> Result<bool, StoreError> {
+pub async fn claim_refresh(
+    pool: &AnyPool,
+    token_hash: &str,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE refresh_tokens SET rotated_at_ms = $1 WHERE token_hash = $2 \
          AND rotated_at_ms IS NULL AND revoked_at_ms IS NULL AND expires_at_ms > $1",
@@ -264,7 +290,10 @@ pub async fn claim_refresh(pool: &AnyPool, token_hash: &str, now_ms: i64) -> Res
     Ok(done.rows_affected() == 1)
 }
 
-pub async fn refresh_row(pool: &AnyPool, token_hash: &str) -> Result<Option<RefreshRow>, StoreError> {
+pub async fn refresh_row(
+    pool: &AnyPool,
+    token_hash: &str,
+) -> Result<Option<RefreshRow>, StoreError> {
     Ok(sqlx::query_as::<_, RefreshRow>(
         "SELECT family_id, user_id, rotated_at_ms, revoked_at_ms \
          FROM refresh_tokens WHERE token_hash = $1",
@@ -274,7 +303,11 @@ pub async fn refresh_row(pool: &AnyPool, token_hash: &str) -> Result<Option<Refr
     .await?)
 }
 
-pub async fn revoke_family(pool: &AnyPool, family_id: &str, now_ms: i64) -> Result<u64, StoreError> {
+pub async fn revoke_family(
+    pool: &AnyPool,
+    family_id: &str,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
     let done = sqlx::query(
         "UPDATE refresh_tokens SET revoked_at_ms = $1 WHERE family_id = $2 AND revoked_at_ms IS NULL",
     )
@@ -286,7 +319,11 @@ pub async fn revoke_family(pool: &AnyPool, family_id: &str, now_ms: i64) -> Resu
 }
 
 /// Revokes every refresh token of a user (suspended, deleted).
-pub async fn revoke_user(tx: &mut AnyConnection, user_id: &str, now_ms: i64) -> Result<u64, StoreError> {
+pub async fn revoke_user(
+    tx: &mut AnyConnection,
+    user_id: &str,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
     let done = sqlx::query(
         "UPDATE refresh_tokens SET revoked_at_ms = $1 WHERE user_id = $2 AND revoked_at_ms IS NULL",
     )

@@ -74,7 +74,10 @@ impl Platform {
 
     async fn login(&self, email: &str, password: &str) -> sloop_kit::testing::TestResponse {
         self.auth
-            .post("/auth/login", &json!({ "email": email, "password": password }))
+            .post(
+                "/auth/login",
+                &json!({ "email": email, "password": password }),
+            )
             .await
     }
 
@@ -125,13 +128,21 @@ async fn register_login_and_verify_the_token(backend: TestBackend) {
     assert_eq!(account["roles"], json!(["user"]));
     let user_id = account["user_id"].as_str().unwrap();
     // The profile exists in the user service under the same id.
-    let profile = p.user.get(&format!("/users/{user_id}")).await.assert_status(200).value();
+    let profile = p
+        .user
+        .get(&format!("/users/{user_id}"))
+        .await
+        .assert_status(200)
+        .value();
     assert_eq!(profile["email"], "ada@example.com");
 
     let tokens = p.tokens("ada@example.com").await;
     assert_eq!(tokens["token_type"], "Bearer");
     assert_eq!(tokens["expires_in"], 900);
-    let claims = p.verify(tokens["access_token"].as_str().unwrap()).await.unwrap();
+    let claims = p
+        .verify(tokens["access_token"].as_str().unwrap())
+        .await
+        .unwrap();
     assert_eq!(claims.sub, user_id);
     assert_eq!(claims.roles, ["user"]);
     assert_eq!(claims.exp - claims.iat, 900);
@@ -185,7 +196,8 @@ async fn registration_during_a_user_service_outage_leaves_no_account(backend: Te
     let addr = user.addr;
     let user_db = user.database_url.clone();
     user.stop().await;
-    let body = json!({ "email": "out@example.com", "password": "correct horse battery", "name": "Out" });
+    let body =
+        json!({ "email": "out@example.com", "password": "correct horse battery", "name": "Out" });
     auth.post("/auth/register", &body)
         .await
         .assert_problem(503, "user service");
@@ -210,7 +222,10 @@ async fn registration_during_a_user_service_outage_leaves_no_account(backend: Te
             break;
         }
         response.assert_status(503);
-        assert!(tokio::time::Instant::now() < deadline, "registration never recovered");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "registration never recovered"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     p.tokens("out@example.com").await;
@@ -221,9 +236,15 @@ async fn refresh_rotates_and_reuse_revokes_the_family(backend: TestBackend) {
     let p = platform(backend).await;
     p.register("rot@example.com").await;
     let first = p.tokens("rot@example.com").await;
-    let second = p.refresh(&first["refresh_token"]).await.assert_status(200).value();
+    let second = p
+        .refresh(&first["refresh_token"])
+        .await
+        .assert_status(200)
+        .value();
     assert_ne!(second["refresh_token"], first["refresh_token"]);
-    p.verify(second["access_token"].as_str().unwrap()).await.unwrap();
+    p.verify(second["access_token"].as_str().unwrap())
+        .await
+        .unwrap();
 
     // The first token again: stolen or replayed. The whole family goes.
     p.refresh(&first["refresh_token"])
@@ -236,11 +257,16 @@ async fn refresh_rotates_and_reuse_revokes_the_family(backend: TestBackend) {
     // Another sign-in is another family and still works.
     let other = p.tokens("rot@example.com").await;
     p.refresh(&other["refresh_token"]).await.assert_status(200);
-    p.refresh(&json!("made-up")).await.assert_problem(401, "unknown");
+    p.refresh(&json!("made-up"))
+        .await
+        .assert_problem(401, "unknown");
 
     // Two refreshes with one token at once: exactly one wins.
     let racing = p.tokens("rot@example.com").await;
-    let (a, b) = tokio::join!(p.refresh(&racing["refresh_token"]), p.refresh(&racing["refresh_token"]));
+    let (a, b) = tokio::join!(
+        p.refresh(&racing["refresh_token"]),
+        p.refresh(&racing["refresh_token"])
+    );
     let mut statuses = [a.status.as_u16(), b.status.as_u16()];
     statuses.sort();
     assert_eq!(statuses, [200, 401]);
@@ -252,9 +278,17 @@ async fn logout_revokes_the_sign_in(backend: TestBackend) {
     p.register("bye@example.com").await;
     let tokens = p.tokens("bye@example.com").await;
     let logout = json!({ "refresh_token": tokens["refresh_token"] });
-    p.auth.post("/auth/logout", &logout).await.assert_status(204);
-    p.auth.post("/auth/logout", &logout).await.assert_status(204);
-    p.refresh(&tokens["refresh_token"]).await.assert_problem(401, "revoked");
+    p.auth
+        .post("/auth/logout", &logout)
+        .await
+        .assert_status(204);
+    p.auth
+        .post("/auth/logout", &logout)
+        .await
+        .assert_status(204);
+    p.refresh(&tokens["refresh_token"])
+        .await
+        .assert_problem(401, "revoked");
     p.stop().await;
 }
 
@@ -262,7 +296,9 @@ async fn failed_logins_are_throttled_per_account_and_address(backend: TestBacken
     let p = platform(backend).await;
     p.register("slow@example.com").await;
     for _ in 0..3 {
-        p.login("slow@example.com", "guess guess guess").await.assert_status(401);
+        p.login("slow@example.com", "guess guess guess")
+            .await
+            .assert_status(401);
     }
     let limited = p.login("slow@example.com", "correct horse battery").await;
     limited.assert_problem(429, "this account");
@@ -289,7 +325,10 @@ async fn a_suspended_user_can_no_longer_sign_in_or_refresh(backend: TestBackend)
     let tokens = p.tokens("sus@example.com").await;
     let user_id = account["user_id"].as_str().unwrap();
     p.user
-        .put(&format!("/users/{user_id}/status"), &json!({ "status": "suspended" }))
+        .put(
+            &format!("/users/{user_id}/status"),
+            &json!({ "status": "suspended" }),
+        )
         .await
         .assert_status(200);
     // Auth hears of it through the bus; until then a refresh still works (and rotates).
@@ -300,7 +339,10 @@ async fn a_suspended_user_can_no_longer_sign_in_or_refresh(backend: TestBackend)
         if refreshed.status == 401 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the suspension never reached auth");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the suspension never reached auth"
+        );
         current = refreshed.assert_status(200).value()["refresh_token"].clone();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -319,22 +361,39 @@ async fn key_rotation_logs_nobody_out(backend: TestBackend) {
         .kid
         .unwrap();
 
-    let rotation = p.auth.request(reqwest::Method::POST, "/auth/keys/rotate").send().await;
+    let rotation = p
+        .auth
+        .request(reqwest::Method::POST, "/auth/keys/rotate")
+        .send()
+        .await;
     let rotation = rotation.assert_status(202).value();
     let new_kid = rotation["kid"].as_str().unwrap().to_owned();
     // Published at once, before it signs anything.
     let jwks: JwkSet = p.auth.get("/.well-known/jwks.json").await.json();
     assert!(jwks.find(&new_kid).is_some() && jwks.find(&old_kid).is_some());
     let meanwhile = p.tokens("keys@example.com").await;
-    let kid = |t: &Value| jsonwebtoken::decode_header(t["access_token"].as_str().unwrap()).unwrap().kid.unwrap();
-    assert_eq!(kid(&meanwhile), old_kid, "the new key does not sign before its time");
+    let kid = |t: &Value| {
+        jsonwebtoken::decode_header(t["access_token"].as_str().unwrap())
+            .unwrap()
+            .kid
+            .unwrap()
+    };
+    assert_eq!(
+        kid(&meanwhile),
+        old_kid,
+        "the new key does not sign before its time"
+    );
 
     tokio::time::sleep(Duration::from_millis(1600)).await;
     let after = p.tokens("keys@example.com").await;
     assert_eq!(kid(&after), new_kid);
     // Tokens of the old key still verify: it stays published until they expire.
-    p.verify(before["access_token"].as_str().unwrap()).await.unwrap();
-    p.verify(after["access_token"].as_str().unwrap()).await.unwrap();
+    p.verify(before["access_token"].as_str().unwrap())
+        .await
+        .unwrap();
+    p.verify(after["access_token"].as_str().unwrap())
+        .await
+        .unwrap();
 
     // Only admins may rotate through the gateway.
     p.auth

@@ -75,7 +75,11 @@ pub struct Rejected {
 }
 
 impl CircuitBreaker {
-    pub fn new(service: &'static str, upstream: impl Into<String>, settings: BreakerSettings) -> Self {
+    pub fn new(
+        service: &'static str,
+        upstream: impl Into<String>,
+        settings: BreakerSettings,
+    ) -> Self {
         let breaker = Self {
             service,
             upstream: upstream.into(),
@@ -134,13 +138,21 @@ impl CircuitBreaker {
         let mut state = self.state.lock().expect("breaker lock");
         let next = match (*state, ok) {
             (State::Closed { .. }, true) => State::Closed { failures: 0 },
-            (State::Closed { failures }, false) if failures + 1 >= self.settings.failures_to_open => {
+            (State::Closed { failures }, false)
+                if failures + 1 >= self.settings.failures_to_open =>
+            {
                 self.open_until()
             }
             (State::Closed { failures }, false) => State::Closed {
                 failures: failures + 1,
             },
-            (State::HalfOpen { in_flight, successes }, true) if trial => {
+            (
+                State::HalfOpen {
+                    in_flight,
+                    successes,
+                },
+                true,
+            ) if trial => {
                 if successes + 1 >= self.settings.successes_to_close {
                     State::Closed { failures: 0 }
                 } else {
@@ -188,8 +200,12 @@ impl CircuitBreaker {
 
     fn transition(&self, to: BreakerState) {
         match to {
-            BreakerState::Open => tracing::warn!(upstream = %self.upstream, "circuit breaker opened"),
-            _ => tracing::info!(upstream = %self.upstream, state = to.as_str(), "circuit breaker changed state"),
+            BreakerState::Open => {
+                tracing::warn!(upstream = %self.upstream, "circuit breaker opened")
+            }
+            _ => {
+                tracing::info!(upstream = %self.upstream, state = to.as_str(), "circuit breaker changed state")
+            }
         }
         counter!(BREAKER_TRANSITIONS, "service" => self.service, "upstream" => self.upstream.clone(), "to" => to.as_str())
             .increment(1);

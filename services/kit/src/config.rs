@@ -56,7 +56,9 @@ fn parse_upstream(value: &str) -> Result<(String, String), String> {
         .split_once('=')
         .ok_or_else(|| format!("`{value}` is not NAME=URL, e.g. user=http://127.0.0.1:8082"))?;
     let valid = (url.starts_with("http://") || url.starts_with("https://"))
-        && url.parse::<http::Uri>().is_ok_and(|u| u.authority().is_some());
+        && url
+            .parse::<http::Uri>()
+            .is_ok_and(|u| u.authority().is_some());
     if name.is_empty() || !valid {
         return Err(format!(
             "`{value}` is not NAME=URL with an http:// or https:// URL, e.g. user=http://127.0.0.1:8082"

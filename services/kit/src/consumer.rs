@@ -183,7 +183,10 @@ impl Running {
 
     async fn subscribe(&self, stop: &CancellationToken) -> Option<Subscription> {
         loop {
-            match self.bus.subscribe(&self.consumer.group, &self.consumer.topics) {
+            match self
+                .bus
+                .subscribe(&self.consumer.group, &self.consumer.topics)
+            {
                 Ok(subscription) => return Some(subscription),
                 Err(err) => {
                     tracing::error!(group = %self.consumer.group, error = %err, "cannot subscribe; retrying");
@@ -209,14 +212,19 @@ impl Running {
         let outcome = match Event::from_message(message) {
             Ok(event) => {
                 let span = self.span(&event);
-                let outcome = self.apply_with_retries(&event, message, stop).instrument(span.clone()).await;
+                let outcome = self
+                    .apply_with_retries(&event, message, stop)
+                    .instrument(span.clone())
+                    .await;
                 if outcome == Outcome::DeadLettered {
                     span.record("otel.status_code", "ERROR");
                 }
                 if outcome == Outcome::Applied
                     && let Some(at) = parse_rfc3339(&event.time)
                 {
-                    let age = (time::OffsetDateTime::now_utc() - at).as_seconds_f64().max(0.0);
+                    let age = (time::OffsetDateTime::now_utc() - at)
+                        .as_seconds_f64()
+                        .max(0.0);
                     histogram!(MESSAGING_END_TO_END, "service" => self.service, "consumer_group" => self.consumer.group.clone())
                         .record(age);
                 }

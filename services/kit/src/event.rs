@@ -134,7 +134,10 @@ impl Event {
                 header::SCHEMA_VERSION.to_owned(),
                 self.schema_version.to_string(),
             ),
-            (header::CONTENT_TYPE.to_owned(), "application/json".to_owned()),
+            (
+                header::CONTENT_TYPE.to_owned(),
+                "application/json".to_owned(),
+            ),
         ];
         headers.extend(self.trace.iter().map(|(k, v)| (k.clone(), v.clone())));
         Message {
@@ -173,7 +176,11 @@ impl Event {
             data,
             trace: TRACE_HEADERS
                 .iter()
-                .filter_map(|name| message.header(name).map(|v| ((*name).to_owned(), v.to_owned())))
+                .filter_map(|name| {
+                    message
+                        .header(name)
+                        .map(|v| ((*name).to_owned(), v.to_owned()))
+                })
                 .collect(),
         })
     }
@@ -252,7 +259,10 @@ mod tests {
         assert_eq!(message.header("ce_source"), Some("/sloop/test"));
         assert_eq!(Event::from_message(&message).unwrap(), event);
         assert!(event.is(CREATED));
-        assert!(!event.is(EventType { version: 1, ..CREATED }));
+        assert!(!event.is(EventType {
+            version: 1,
+            ..CREATED
+        }));
         let parent = event.trace_context();
         use opentelemetry::trace::TraceContextExt;
         assert_eq!(

@@ -18,7 +18,12 @@ pub struct Lease {
 
 impl Lease {
     /// `holder` must be unique per process (e.g. service name plus a random id).
-    pub fn new(db: Database, name: impl Into<String>, holder: impl Into<String>, ttl: Duration) -> Self {
+    pub fn new(
+        db: Database,
+        name: impl Into<String>,
+        holder: impl Into<String>,
+        ttl: Duration,
+    ) -> Self {
         Self {
             db,
             name: name.into(),

@@ -148,9 +148,7 @@ fn serve_problems_as_problem_json(response: &mut Response) {
             Some(RefOr::Ref(r)) if r.ref_location.ends_with("/schemas/Problem")
         )
     );
-    if is_problem
-        && let Some(content) = response.content.shift_remove("application/json")
-    {
+    if is_problem && let Some(content) = response.content.shift_remove("application/json") {
         response.content.insert(PROBLEM_JSON.to_owned(), content);
     }
 }

@@ -355,7 +355,9 @@ impl Relay {
         counter!(MESSAGING_SENT, &labels).increment(1);
         result.map_err(|err| {
             span.record("otel.status_code", "ERROR");
-            span.in_scope(|| tracing::warn!(error = %err, event_id = %event.id, "publish failed; will retry"));
+            span.in_scope(
+                || tracing::warn!(error = %err, event_id = %event.id, "publish failed; will retry"),
+            );
             err.to_string()
         })
     }

@@ -6,8 +6,8 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -69,7 +69,8 @@ impl Problem {
     }
 
     pub fn too_many_requests(detail: impl Into<String>, retry_after: u64) -> Self {
-        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", detail).with_retry_after(retry_after)
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", detail)
+            .with_retry_after(retry_after)
     }
 
     pub fn bad_request(detail: impl Into<String>) -> Self {

@@ -111,7 +111,9 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
 
     fn apply(&self, key: &K, cost: f64) -> Decision {
         let now = Instant::now();
-        let mut shard = self.shards[shard_of(key)].lock().expect("rate limiter lock");
+        let mut shard = self.shards[shard_of(key)]
+            .lock()
+            .expect("rate limiter lock");
         shard.sweep(now, self.quota);
         let quota = self.quota;
         let bucket = shard.buckets.entry(key.clone()).or_insert(Bucket {
@@ -213,7 +215,11 @@ mod tests {
         limiter.acquire(&2);
         tokio::time::advance(Duration::from_secs(6)).await;
         limiter.sweep();
-        assert_eq!(limiter.tracked(), 1, "key 2 refilled and was forgotten, key 1 not yet");
+        assert_eq!(
+            limiter.tracked(),
+            1,
+            "key 2 refilled and was forgotten, key 1 not yet"
+        );
         tokio::time::advance(Duration::from_secs(5)).await;
         limiter.sweep();
         assert_eq!(limiter.tracked(), 0);

@@ -111,11 +111,10 @@ impl Server {
         };
         let serve = axum::serve(
             self.listener,
-            self.app
-                .into_make_service_with_connect_info::<SocketAddr>(),
+            self.app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-            .with_graceful_shutdown(signal)
-            .into_future();
+        .with_graceful_shutdown(signal)
+        .into_future();
         tokio::pin!(serve);
         tokio::select! {
             result = &mut serve => return result.map_err(StartError::Serve),

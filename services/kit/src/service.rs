@@ -241,7 +241,11 @@ impl Service {
             stopping: stopping.clone(),
         }));
 
-        let consumers: Vec<Consumer> = self.consumers.into_iter().map(|(_, build)| build(&ctx)).collect();
+        let consumers: Vec<Consumer> = self
+            .consumers
+            .into_iter()
+            .map(|(_, build)| build(&ctx))
+            .collect();
         if !consumers.is_empty() && db.is_none() {
             return Err(StartError::Setup(format!(
                 "service {name} consumes events but has no database to record them in; declare .database(...)"
@@ -262,7 +266,13 @@ impl Service {
         let relay_stop = CancellationToken::new();
         let mut relay_task = None;
         if let Some(db) = &db {
-            let relay = Relay::new(name, db.clone(), settings.bus.clone(), ctx.outbox().clone(), self.relay);
+            let relay = Relay::new(
+                name,
+                db.clone(),
+                settings.bus.clone(),
+                ctx.outbox().clone(),
+                self.relay,
+            );
             let bus = settings.bus.clone();
             let (stop, drain) = (relay_stop.clone(), settings.shutdown_timeout);
             let publish_topics: Vec<String> =
@@ -329,7 +339,6 @@ impl Service {
             grace,
         })
     }
-
 }
 
 /// Every topic a service touches: what it publishes, what it consumes and their dead-letter
@@ -510,7 +519,10 @@ impl Running {
 
     async fn stop_workers(&mut self) {
         self.stopping.cancel();
-        if tokio::time::timeout(self.grace, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(self.grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("consumers or workers still running after the grace period");
         }
         // The relay last, so events the consumers and workers wrote still go out.

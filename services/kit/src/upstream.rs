@@ -90,7 +90,12 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(service: &'static str, name: &'static str, base_url: &str, policy: CallPolicy) -> Self {
+    pub fn new(
+        service: &'static str,
+        name: &'static str,
+        base_url: &str,
+        policy: CallPolicy,
+    ) -> Self {
         Self {
             name,
             base_url: base_url.trim_end_matches('/').to_owned(),

@@ -50,17 +50,13 @@ pub fn display_name(raw: &str) -> Result<String, String> {
     Ok(name.to_owned())
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn emails_are_normalized_or_explained() {
-        assert_eq!(
-            email("  Ada@Example.COM ").unwrap(),
-            "ada@example.com"
-        );
+        assert_eq!(email("  Ada@Example.COM ").unwrap(), "ada@example.com");
         for bad in [
             "",
             "ada",
@@ -83,5 +79,4 @@ mod tests {
         assert!(display_name(&"x".repeat(101)).is_err());
         assert!(display_name("a\u{0}b").is_err());
     }
-
 }

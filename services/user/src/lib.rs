@@ -58,7 +58,10 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/users", post(create_user).get(list_users))
-        .route("/users/{id}", get(get_user).patch(update_user).put(put_user))
+        .route(
+            "/users/{id}",
+            get(get_user).patch(update_user).put(put_user),
+        )
         .route("/users/{id}/status", put(change_status))
         .with_state(state)
 }
@@ -141,7 +144,10 @@ async fn create_user(
     caller: MaybeCaller,
     Json(input): Json<NewUser>,
 ) -> Result<(StatusCode, HeaderMap, Json<User>), Problem> {
-    require_admin(&caller, "create accounts directly; sign up through /auth/register")?;
+    require_admin(
+        &caller,
+        "create accounts directly; sign up through /auth/register",
+    )?;
     let user = new_user(uuid::Uuid::now_v7().to_string(), &input)?;
     store::insert(state.db.pool(), &state.outbox, &user).await?;
     tracing::info!(user_id = %user.id, "user created");
@@ -166,7 +172,10 @@ async fn put_user(
     Path(id): Path<String>,
     Json(input): Json<NewUser>,
 ) -> Result<(StatusCode, HeaderMap, Json<User>), Problem> {
-    require_admin(&caller, "create accounts directly; sign up through /auth/register")?;
+    require_admin(
+        &caller,
+        "create accounts directly; sign up through /auth/register",
+    )?;
     let id = parse_id(&id)?;
     let user = new_user(id, &input)?;
     let status = match store::insert(state.db.pool(), &state.outbox, &user).await? {
@@ -233,18 +242,24 @@ async fn update_user(
         .map(validate::display_name)
         .transpose()
         .map_err(Problem::validation)?;
-    let user = store::update(state.db.pool(), &state.outbox, &id, &now_rfc3339(), |user| {
-        if user.status == Status::Deleted {
-            return Err(StoreError::Deleted(user.id.clone()));
-        }
-        if let Some(email) = &email {
-            user.email.clone_from(email);
-        }
-        if let Some(name) = &name {
-            user.name.clone_from(name);
-        }
-        Ok(())
-    })
+    let user = store::update(
+        state.db.pool(),
+        &state.outbox,
+        &id,
+        &now_rfc3339(),
+        |user| {
+            if user.status == Status::Deleted {
+                return Err(StoreError::Deleted(user.id.clone()));
+            }
+            if let Some(email) = &email {
+                user.email.clone_from(email);
+            }
+            if let Some(name) = &name {
+                user.name.clone_from(name);
+            }
+            Ok(())
+        },
+    )
     .await?;
     Ok(Json(user))
 }
@@ -267,13 +282,19 @@ async fn change_status(
 ) -> Result<Json<User>, Problem> {
     let id = parse_id(&id)?;
     require_admin(&caller, "suspend, reactivate or delete accounts")?;
-    let user = store::update(state.db.pool(), &state.outbox, &id, &now_rfc3339(), |user| {
-        if !user.status.can_become(change.status) {
-            return Err(StoreError::Deleted(user.id.clone()));
-        }
-        user.status = change.status;
-        Ok(())
-    })
+    let user = store::update(
+        state.db.pool(),
+        &state.outbox,
+        &id,
+        &now_rfc3339(),
+        |user| {
+            if !user.status.can_become(change.status) {
+                return Err(StoreError::Deleted(user.id.clone()));
+            }
+            user.status = change.status;
+            Ok(())
+        },
+    )
     .await?;
     tracing::info!(user_id = %user.id, status = user.status.as_str(), "user status set");
     Ok(Json(user))
@@ -331,7 +352,14 @@ fn decode_cursor(cursor: &str) -> Result<String, Problem> {
         title = "sloop user service",
         description = "User accounts: create, read, update, status, list."
     ),
-    paths(create_user, put_user, get_user, update_user, change_status, list_users),
+    paths(
+        create_user,
+        put_user,
+        get_user,
+        update_user,
+        change_status,
+        list_users
+    ),
     components(schemas(User, NewUser, UserPatch, StatusChange, UserPage, Status))
 )]
 struct ApiDoc;

@@ -2,10 +2,10 @@
 //! transaction with the outbox row announcing it, so an event exists exactly when the
 //! change it describes does.
 
+use sloop_events::user as events;
 use sloop_kit::Outbox;
 use sloop_kit::db::is_unique_violation;
 use sloop_kit::outbox::OutboxError;
-use sloop_events::user as events;
 use sqlx::{AnyConnection, AnyPool, FromRow};
 
 use crate::model::{Status, User};
@@ -107,7 +107,9 @@ pub async fn insert(pool: &AnyPool, outbox: &Outbox, user: &User) -> Result<Inse
                 status: user.status.into(),
                 version: user.version,
             };
-            outbox.append(&mut tx, events::CREATED, &user.id, &created).await?;
+            outbox
+                .append(&mut tx, events::CREATED, &user.id, &created)
+                .await?;
             tx.commit().await?;
             outbox.wake();
             Ok(Inserted::Created)
@@ -209,7 +211,9 @@ async fn announce(
             name: after.name.clone(),
             version: after.version,
         };
-        outbox.append(tx, events::UPDATED, &after.id, &updated).await?;
+        outbox
+            .append(tx, events::UPDATED, &after.id, &updated)
+            .await?;
     }
     if before.status != after.status {
         let changed = events::UserStatusChanged {

@@ -36,7 +36,10 @@ async fn create(app: &TestApp, email: &str, name: &str) -> Value {
 async fn create_get_update_and_status(backend: TestBackend) {
     let app = spawn(backend).await;
     let response = app
-        .post("/users", &json!({ "email": " Ada@Example.com ", "name": "Ada" }))
+        .post(
+            "/users",
+            &json!({ "email": " Ada@Example.com ", "name": "Ada" }),
+        )
         .await;
     response.assert_status(201);
     let location = response.header("location").unwrap().to_owned();
@@ -44,7 +47,10 @@ async fn create_get_update_and_status(backend: TestBackend) {
     assert_eq!(created["email"], "ada@example.com");
     assert_eq!(created["status"], "active");
     assert_eq!(created["version"], 1);
-    assert_eq!(location, format!("/users/{}", created["id"].as_str().unwrap()));
+    assert_eq!(
+        location,
+        format!("/users/{}", created["id"].as_str().unwrap())
+    );
 
     assert_eq!(app.get(&location).await.assert_status(200).value(), created);
 
@@ -58,7 +64,10 @@ async fn create_get_update_and_status(backend: TestBackend) {
     assert_eq!(updated["version"], 2);
 
     let suspended = app
-        .put(&format!("{location}/status"), &json!({ "status": "suspended" }))
+        .put(
+            &format!("{location}/status"),
+            &json!({ "status": "suspended" }),
+        )
         .await
         .assert_status(200)
         .value();
@@ -103,11 +112,18 @@ async fn every_change_is_announced_once_in_order(backend: TestBackend) {
             events::STATUS_CHANGED.name
         ]
     );
-    assert!(published.iter().all(|e| e.subject == id && e.source == "/sloop/user"));
+    assert!(
+        published
+            .iter()
+            .all(|e| e.subject == id && e.source == "/sloop/user")
+    );
     let created: events::UserCreated = published[0].data_as().unwrap();
     assert_eq!(created.email, "eve@example.com");
     let updated: events::UserUpdated = published[1].data_as().unwrap();
-    assert_eq!((updated.email.as_str(), updated.version), ("eve2@example.com", 2));
+    assert_eq!(
+        (updated.email.as_str(), updated.version),
+        ("eve2@example.com", 2)
+    );
     let changed: events::UserStatusChanged = published[2].data_as().unwrap();
     assert_eq!(changed.status, events::UserStatus::Suspended);
     assert_eq!(changed.previous_status, events::UserStatus::Active);
@@ -124,9 +140,12 @@ async fn put_creates_once_and_retries_are_harmless(backend: TestBackend) {
     assert_eq!(first["id"], id.as_str());
     let again = app.put(&path, &body).await.assert_status(200).value();
     assert_eq!(again, first);
-    app.put(&path, &json!({ "email": "pat@example.com", "name": "Other" }))
-        .await
-        .assert_problem(409, "different email or name");
+    app.put(
+        &path,
+        &json!({ "email": "pat@example.com", "name": "Other" }),
+    )
+    .await
+    .assert_problem(409, "different email or name");
     app.put(
         &format!("/users/{}", uuid::Uuid::now_v7()),
         &json!({ "email": "pat@example.com", "name": "Pat" }),
@@ -134,7 +153,9 @@ async fn put_creates_once_and_retries_are_harmless(backend: TestBackend) {
     .await
     .assert_problem(409, "already exists");
     app.memory_bus()
-        .wait_for_event(events::TOPIC, Duration::from_secs(5), |e| e.is(events::CREATED))
+        .wait_for_event(events::TOPIC, Duration::from_secs(5), |e| {
+            e.is(events::CREATED)
+        })
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -150,9 +171,12 @@ async fn duplicate_email_is_a_conflict(backend: TestBackend) {
     let app = spawn(backend).await;
     create(&app, "bob@example.com", "Bob").await;
     // Case and spaces do not make a different address.
-    app.post("/users", &json!({ "email": "BOB@example.com ", "name": "Other Bob" }))
-        .await
-        .assert_problem(409, "bob@example.com");
+    app.post(
+        "/users",
+        &json!({ "email": "BOB@example.com ", "name": "Other Bob" }),
+    )
+    .await
+    .assert_problem(409, "bob@example.com");
 
     // Taking another user's email on update is a conflict too.
     let carol = create(&app, "carol@example.com", "Carol").await;
@@ -180,19 +204,30 @@ async fn bad_input_gets_problem_documents(backend: TestBackend) {
     post(r#"{"email": 42, "name": "x"}"#, Some("application/json"))
         .await
         .assert_problem(422, "invalid type");
-    post(r#"{"email": "a@b.io", "name": "x", "admin": true}"#, Some("application/json"))
+    post(
+        r#"{"email": "a@b.io", "name": "x", "admin": true}"#,
+        Some("application/json"),
+    )
+    .await
+    .assert_problem(422, "admin");
+    post("{}", None)
         .await
-        .assert_problem(422, "admin");
-    post("{}", None).await.assert_problem(415, "application/json");
+        .assert_problem(415, "application/json");
     app.post("/users", &json!({ "email": "not-an-email", "name": "x" }))
         .await
         .assert_problem(422, "not an email");
-    app.post("/users", &json!({ "email": "big@example.com", "name": "x".repeat(100 * 1024) }))
-        .await
-        .assert_problem(413, "larger");
-    app.post("/users", &json!({ "email": "a@b.io", "name": " ".repeat(101) }))
-        .await
-        .assert_problem(422, "longer than 100");
+    app.post(
+        "/users",
+        &json!({ "email": "big@example.com", "name": "x".repeat(100 * 1024) }),
+    )
+    .await
+    .assert_problem(413, "larger");
+    app.post(
+        "/users",
+        &json!({ "email": "a@b.io", "name": " ".repeat(101) }),
+    )
+    .await
+    .assert_problem(422, "longer than 100");
 
     let unknown = format!("/users/{}", uuid::Uuid::now_v7());
     app.get(&unknown).await.assert_problem(404, "no user");
@@ -201,8 +236,12 @@ async fn bad_input_gets_problem_documents(backend: TestBackend) {
         .await
         .assert_problem(422, "unknown variant");
     app.get("/users?limit=0").await.assert_problem(400, "limit");
-    app.get("/users?limit=many").await.assert_problem(400, "limit");
-    app.get("/users?cursor=%%%").await.assert_problem(400, "cursor");
+    app.get("/users?limit=many")
+        .await
+        .assert_problem(400, "limit");
+    app.get("/users?cursor=%%%")
+        .await
+        .assert_problem(400, "cursor");
     app.patch(&unknown, &json!({}))
         .await
         .assert_problem(422, "nothing to change");
@@ -284,7 +323,10 @@ async fn callers_through_the_gateway_act_only_on_their_own_account(backend: Test
             .header("x-user-id", me["id"].as_str().unwrap())
             .header("x-user-roles", "user")
     };
-    as_me(reqwest::Method::GET, &mine).send().await.assert_status(200);
+    as_me(reqwest::Method::GET, &mine)
+        .send()
+        .await
+        .assert_status(200);
     as_me(reqwest::Method::GET, &theirs)
         .send()
         .await
@@ -384,9 +426,17 @@ async fn probes_and_openapi(backend: TestBackend) {
         .iter()
         .find(|p| p["name"] == "limit")
         .unwrap();
-    assert_eq!((limit["schema"]["minimum"].as_i64(), limit["schema"]["maximum"].as_i64()), (Some(1), Some(100)));
+    assert_eq!(
+        (
+            limit["schema"]["minimum"].as_i64(),
+            limit["schema"]["maximum"].as_i64()
+        ),
+        (Some(1), Some(100))
+    );
     let create = &doc["paths"]["/users"]["post"]["responses"];
-    for status in ["201", "400", "403", "409", "413", "415", "422", "500", "503"] {
+    for status in [
+        "201", "400", "403", "409", "413", "415", "422", "500", "503",
+    ] {
         assert!(create[status].is_object(), "POST /users lacks {status}");
     }
     assert!(create["409"]["content"]["application/problem+json"].is_object());

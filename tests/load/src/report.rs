@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-
 use crate::engine::RunResult;
 use crate::stats::Summary;
 use crate::thresholds::Threshold;

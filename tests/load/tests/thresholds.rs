@@ -120,7 +120,10 @@ async fn find_max_brackets_the_capacity() {
     // Starts at 40/s, doubles past the 100/s capacity, then bisects to within 10 %.
     let search = Run::new(40);
     let run = search
-        .loadtest(&target, &["--find-max", "--trial", "2s", "--precision", "0.1"])
+        .loadtest(
+            &target,
+            &["--find-max", "--trial", "2s", "--precision", "0.1"],
+        )
         .await;
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert_eq!(

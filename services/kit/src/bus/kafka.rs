@@ -89,15 +89,15 @@ impl KafkaBus {
     }
 
     pub async fn publish(&self, message: &Message) -> Result<(), BusError> {
-        let headers = message
-            .headers
-            .iter()
-            .fold(OwnedHeaders::new_with_capacity(message.headers.len()), |h, (k, v)| {
+        let headers = message.headers.iter().fold(
+            OwnedHeaders::new_with_capacity(message.headers.len()),
+            |h, (k, v)| {
                 h.insert(Header {
                     key: k,
                     value: Some(v.as_bytes()),
                 })
-            });
+            },
+        );
         let record = FutureRecord::to(&message.topic)
             .key(message.key.as_bytes())
             .payload(&message.payload)

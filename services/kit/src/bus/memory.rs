@@ -82,7 +82,11 @@ impl MemoryBus {
 
     /// Every message published on `topic` so far, oldest first.
     pub fn messages(&self, topic: &str) -> Vec<Message> {
-        self.topic(topic).log.read().expect("topic log lock").clone()
+        self.topic(topic)
+            .log
+            .read()
+            .expect("topic log lock")
+            .clone()
     }
 
     /// Every event published on `topic` so far, oldest first (messages that are not

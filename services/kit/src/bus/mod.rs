@@ -206,6 +206,11 @@ mod tests {
             "kafka://a:1,b:2"
         );
         assert!("kafka://".parse::<BusUrl>().is_err());
-        assert!("rabbit://x".parse::<BusUrl>().unwrap_err().contains("kafka://"));
+        assert!(
+            "rabbit://x"
+                .parse::<BusUrl>()
+                .unwrap_err()
+                .contains("kafka://")
+        );
     }
 }

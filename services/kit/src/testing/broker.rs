@@ -29,7 +29,8 @@ impl Broker {
         let binary = find_binary().unwrap_or_else(|| {
             panic!("the Tansu broker is not installed (set TANSU_BIN or put `tansu` on PATH): {INSTALL}")
         });
-        let dir = std::env::temp_dir().join(format!("sloop-tansu-{}", uuid::Uuid::new_v4().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("sloop-tansu-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("create the broker's directory");
         let port = free_port();
         let mut broker = Self {
@@ -57,7 +58,10 @@ impl Broker {
     pub async fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             if let Some(pid) = child.id() {
-                let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+                let _ = Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status()
+                    .await;
             }
             if tokio::time::timeout(Duration::from_secs(10), child.wait())
                 .await
@@ -114,7 +118,10 @@ impl Broker {
     async fn wait_until_ready(&mut self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
                 return;
             }
             if let Some(child) = self.child.as_mut()

@@ -90,7 +90,12 @@ impl TestResponse {
     #[track_caller]
     pub fn assert_problem(&self, status: u16, needle: &str) -> Value {
         self.assert_status(status);
-        assert_eq!(self.header("content-type"), Some(PROBLEM_JSON), "{}", self.text());
+        assert_eq!(
+            self.header("content-type"),
+            Some(PROBLEM_JSON),
+            "{}",
+            self.text()
+        );
         let body = self.value();
         assert_eq!(body["status"], status);
         assert!(

@@ -15,10 +15,10 @@ pub use broker::Broker;
 pub use client::{TestRequest, TestResponse};
 pub use telemetry::testing::{OtlpReceiver, ReceivedSpan, SPAN_KIND_CLIENT, SPAN_KIND_SERVER};
 
+use crate::Database;
 use crate::bus::{EventBus, MemoryBus};
 use crate::server::Limits;
 use crate::service::{Context, Running, Service, Settings};
-use crate::Database;
 
 /// The variable `scripts/test.sh` sets to an admin URL of the PostgreSQL it started.
 pub const POSTGRES_URL_VAR: &str = "SLOOP_TEST_POSTGRES_URL";
@@ -130,7 +130,9 @@ impl TestAppBuilder {
             Some(url) => url,
             None => fresh_database_url(self.backend).await,
         };
-        let bus = self.bus.unwrap_or_else(|| EventBus::Memory(MemoryBus::new()));
+        let bus = self
+            .bus
+            .unwrap_or_else(|| EventBus::Memory(MemoryBus::new()));
         let settings = Settings {
             listen: self.listen,
             database_url: Some(database_url.clone()),
@@ -212,7 +214,9 @@ impl TestApp {
     pub async fn wait_for_outbox_drained(&self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let pending = crate::outbox::pending(self.db()).await.expect("count the outbox");
+            let pending = crate::outbox::pending(self.db())
+                .await
+                .expect("count the outbox");
             if pending == 0 {
                 return;
             }
@@ -234,15 +238,24 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: &serde_json::Value) -> TestResponse {
-        self.request(reqwest::Method::POST, path).json(body).send().await
+        self.request(reqwest::Method::POST, path)
+            .json(body)
+            .send()
+            .await
     }
 
     pub async fn put(&self, path: &str, body: &serde_json::Value) -> TestResponse {
-        self.request(reqwest::Method::PUT, path).json(body).send().await
+        self.request(reqwest::Method::PUT, path)
+            .json(body)
+            .send()
+            .await
     }
 
     pub async fn patch(&self, path: &str, body: &serde_json::Value) -> TestResponse {
-        self.request(reqwest::Method::PATCH, path).json(body).send().await
+        self.request(reqwest::Method::PATCH, path)
+            .json(body)
+            .send()
+            .await
     }
 
     pub async fn delete(&self, path: &str) -> TestResponse {
