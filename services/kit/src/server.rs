@@ -36,18 +36,28 @@ impl From<&ServiceArgs> for Limits {
 
 /// The full application: `api` instrumented and limited, plus `/healthz`, `/readyz` (with
 /// `checks`), `/metrics`, and problem documents for unknown routes and methods.
-pub fn app(service: &'static str, api: Router, checks: Vec<Check>, limits: Limits) -> Router {
+pub fn app(
+    service: &'static str,
+    api: Option<Router>,
+    checks: Vec<Check>,
+    limits: Limits,
+) -> Router {
     let timeout = limits.request_timeout;
     // Order matters: the panic catcher sits inside the instrumentation so a panic is
-    // measured as the 500 it becomes.
+    // measured as the 500 it becomes. A service without an API (a pure consumer) still
+    // serves its probes and metrics.
     let api = api
-        .layer(middleware::from_fn(move |req, next| {
-            time_limit(timeout, req, next)
-        }))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(DefaultBodyLimit::max(limits.body_bytes));
-    telemetry::http::instrument(api, service)
-        .merge(health::router(checks))
+        .map(|api| {
+            let api = api
+                .layer(middleware::from_fn(move |req, next| {
+                    time_limit(timeout, req, next)
+                }))
+                .layer(CatchPanicLayer::custom(panic_response))
+                .layer(DefaultBodyLimit::max(limits.body_bytes));
+            telemetry::http::instrument(api, service)
+        })
+        .unwrap_or_default();
+    api.merge(health::router(checks))
         .merge(telemetry::metrics::router())
         .method_not_allowed_fallback(|| async {
             Problem::new(

@@ -254,9 +254,9 @@ impl Service {
         let all_topics = topics(&self.publishes, &consumers);
         let mut checks: Vec<Check> = db.iter().cloned().map(Check::database).collect();
         checks.extend(self.checks.into_iter().map(|build| build(&ctx)));
-        let mut api = self.api.map(|build| build(&ctx)).unwrap_or_default();
+        let mut api = self.api.map(|build| build(&ctx));
         if let Some(doc) = self.openapi {
-            api = api.merge(crate::openapi::router(doc));
+            api = Some(api.unwrap_or_default().merge(crate::openapi::router(doc)));
         }
         let router = app(name, api, checks, settings.limits);
         let server = Server::bind(settings.listen, router).await?;

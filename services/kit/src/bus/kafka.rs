@@ -1,6 +1,6 @@
-//! The Kafka bus, through librdkafka (bundled, built from source by rdkafka-sys): an
-//! idempotent producer, so retries never duplicate or reorder a partition, and consumers
-//! in groups that store an offset only after the message is handled (at least once).
+//! The Kafka bus, through librdkafka (bundled, built from source by rdkafka-sys): a producer
+//! that waits for every replica's acknowledgement, and consumers in groups that store an
+//! offset only after the message is handled (at least once).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -43,7 +43,12 @@ impl KafkaBus {
             source,
         };
         let producer = base_config(bootstrap, client_id)
-            .set("enable.idempotence", "true")
+            // Order per subject does not rest on producer idempotence: the relay sends a
+            // subject's next event only after the broker acknowledged the previous one.
+            // Duplicates a retry may make are dropped by consumers (by event id). Leaving
+            // it off also avoids brokers' weakest code path (Tansu 0.6's idempotence check
+            // panics after a restart).
+            .set("enable.idempotence", "false")
             .set("acks", "all")
             .set("linger.ms", "2")
             .set("message.timeout.ms", MESSAGE_TIMEOUT)
