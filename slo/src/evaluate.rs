@@ -64,12 +64,12 @@ impl Source {
 
 /// A `loadtest` run's `result.json`, as one more source of good and total events.
 #[derive(Debug, Clone)]
-pub struct LoadTestResult(pub loadtest_result::Results);
+pub struct LoadTestResult(pub Box<loadtest_result::Results>);
 
 impl LoadTestResult {
     pub fn read(path: &std::path::Path) -> Result<Self, SourceError> {
         loadtest_result::Results::read(path)
-            .map(Self)
+            .map(|results| Self(Box::new(results)))
             .map_err(|e| SourceError::LoadTest(e.to_string()))
     }
 

@@ -101,7 +101,7 @@ impl Gateway {
                 gateway.handle(index, peer, request).await
             };
             router = router
-                .route(&prefix, any(handler.clone()))
+                .route(&prefix, any(handler))
                 .route(&format!("{prefix}/{{*rest}}"), any(handler));
         }
         let router = router.with_state(self.clone());
@@ -282,14 +282,13 @@ impl Gateway {
                     .map(|(n, _)| n.as_str())
                     .collect();
                 if down.len() == results.len() {
-                    Err(format!("no upstream answers: {}", down.join(", ")))
-                } else if !down.is_empty() {
+                    return Err(format!("no upstream answers: {}", down.join(", ")));
+                }
+                if !down.is_empty() {
                     // Degraded, not down: say so in the logs, stay ready.
                     tracing::warn!(down = ?down, "some upstreams do not answer");
-                    Ok(())
-                } else {
-                    Ok(())
                 }
+                Ok(())
             })
         })
     }

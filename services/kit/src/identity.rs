@@ -101,7 +101,7 @@ impl ClientAddr {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .filter_map(|entry| entry.trim().parse::<IpAddr>().ok())
-            .last();
+            .next_back();
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
