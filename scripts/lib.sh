@@ -31,6 +31,33 @@ ensure_packages() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# schemathesis (the OpenAPI fuzzer) in its own virtualenv under ~/.cache, pinned; sets
+# SCHEMATHESIS to its executable.
+SCHEMATHESIS_VERSION=4.32.5
+ensure_schemathesis() {
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/sloop/schemathesis-$SCHEMATHESIS_VERSION"
+  SCHEMATHESIS="$venv/bin/schemathesis"
+  if [[ ! -x "$SCHEMATHESIS" ]]; then
+    echo "==> installing schemathesis $SCHEMATHESIS_VERSION (PyPI) into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
+  fi
+  export SCHEMATHESIS
+}
+
+# The Tansu Kafka-protocol broker, built from crates.io into cargo's bin folder when
+# missing (about 15 minutes on two cores, once); sets TANSU_BIN.
+TANSU_VERSION=0.6.0
+ensure_tansu() {
+  local bin="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
+  if [[ ! -x "$bin" ]] || ! "$bin" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
+    echo "==> installing the Tansu broker $TANSU_VERSION (cargo install; once, about 15 minutes)"
+    cargo install tansu --version "$TANSU_VERSION" --locked --features libsql
+  fi
+  TANSU_BIN="$bin"
+  export TANSU_BIN
+}
+
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }

@@ -1,26 +1,35 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace against real servers.
 #
-# Installs what the tests need when it is missing (Debian packages: PostgreSQL, Prometheus
-# with promtool, Alertmanager with amtool, wrk), starts PostgreSQL on a free loopback port
-# in a temporary data directory, runs `cargo test`, and stops PostgreSQL again. Then the
-# load proof: the user service's 1000 requests/s mix, as release binaries with telemetry
-# on, for 20 s (scripts/load-user.sh; the thresholds decide its exit status).
-# Extra arguments go to `cargo test`, e.g. `./scripts/test.sh -p sloop-user`, and skip the
-# load proof.
+# Installs what the tests need when it is missing: Debian packages (PostgreSQL, Prometheus
+# with promtool, Alertmanager with amtool, wrk, python3), the Tansu Kafka-protocol broker
+# (`cargo install tansu`, kept in cargo's bin folder so later runs reuse it; about 15
+# minutes the first time) and schemathesis (PyPI, in a virtualenv under ~/.cache).
+# Starts PostgreSQL on a free loopback port in a temporary data directory, runs
+# `cargo test` (tests start their own brokers, Prometheus and services), and stops it.
+# Then:
+#   - the OpenAPI contracts: schemathesis fuzzes user, auth and the gateway
+#     (scripts/contract.sh);
+#   - the load proof: the user service's 1000 requests/s mix, as release binaries with
+#     telemetry on, for 20 s (scripts/load-user.sh; the thresholds decide its exit status).
+# Extra arguments go to `cargo test`, e.g. `./scripts/test.sh -p sloop-user`, and skip
+# the contract and load stages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_packages
+ensure_tansu
 start_postgres
 trap stop_postgres EXIT
 
 export SLOOP_TEST_POSTGRES_URL="$POSTGRES_URL"
-echo "==> cargo test (PostgreSQL at $POSTGRES_URL)"
+echo "==> cargo test (PostgreSQL at $POSTGRES_URL, Tansu at $TANSU_BIN)"
 cargo test --workspace --locked "$@"
 
 if (($# == 0)); then
+  echo "==> OpenAPI contracts (schemathesis)"
+  ./scripts/contract.sh
   echo "==> load proof: user-mix at 1000 requests/s for 20 s (release build)"
   ./scripts/load-user.sh --duration 20s --out target/load/user-mix
 fi

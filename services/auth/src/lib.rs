@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sloop_kit::clock::now_millis;
 use sloop_kit::ratelimit::{Quota, RateLimiter};
 use sloop_kit::{
-    ClientAddr, Consumer, Context, Database, Json, MaybeCaller, Problem, Service, Upstream,
+    Caller, ClientAddr, Consumer, Context, Database, Json, Problem, Service, Upstream,
     UpstreamError, validate,
 };
 use sqlx::migrate::Migrator;
@@ -211,8 +211,27 @@ pub struct Login {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
-    #[schema(min_length = 1, max_length = 256)]
+    /// 43 characters of base64url, as /auth/login gave it.
+    #[schema(min_length = 43, max_length = 43, pattern = r"^[A-Za-z0-9_-]{43}$")]
     pub refresh_token: String,
+}
+
+impl RefreshRequest {
+    /// A refresh token has one shape; anything else is a client mistake, not a guess.
+    fn checked(&self) -> Result<&str, Problem> {
+        let token = self.refresh_token.as_str();
+        let well_formed = token.len() == 43
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if well_formed {
+            Ok(token)
+        } else {
+            Err(Problem::validation(
+                "refresh_token is not a refresh token: send the 43 characters /auth/login gave you",
+            ))
+        }
+    }
 }
 
 /// Tokens for a signed-in user.
@@ -454,7 +473,7 @@ async fn refresh(
     State(auth): State<Auth>,
     Json(input): Json<RefreshRequest>,
 ) -> Result<Json<TokenPair>, Problem> {
-    let hash = tokens::hash_refresh_token(&input.refresh_token);
+    let hash = tokens::hash_refresh_token(input.checked()?);
     let now = now_millis();
     let claimed = store::claim_refresh(auth.db.pool(), &hash, now).await?;
     let row = store::refresh_row(auth.db.pool(), &hash).await?;
@@ -499,7 +518,7 @@ async fn logout(
     State(auth): State<Auth>,
     Json(input): Json<RefreshRequest>,
 ) -> Result<StatusCode, Problem> {
-    let hash = tokens::hash_refresh_token(&input.refresh_token);
+    let hash = tokens::hash_refresh_token(input.checked()?);
     if let Some(row) = store::refresh_row(auth.db.pool(), &hash).await? {
         store::revoke_family(auth.db.pool(), &row.family_id, now_millis()).await?;
     }
@@ -518,16 +537,17 @@ pub struct Rotation {
     post, path = "/auth/keys/rotate",
     responses(
         (status = 202, description = "A new key is published and will sign from activates_at_ms", body = Rotation),
+        (status = 401, description = "No signed-in caller (call through the gateway)", body = Problem),
         (status = 403, description = "Only an admin may rotate keys", body = Problem),
-    ),
-    security(("bearer" = []))
+    )
 )]
-/// Starts a key rotation now instead of waiting for the schedule.
+/// Starts a key rotation now instead of waiting for the schedule. Needs an admin, as the
+/// gateway identifies callers.
 async fn rotate_keys(
     State(auth): State<Auth>,
-    caller: MaybeCaller,
+    caller: Caller,
 ) -> Result<(StatusCode, Json<Rotation>), Problem> {
-    if caller.0.as_ref().is_some_and(|c| !c.is_admin()) {
+    if !caller.is_admin() {
         return Err(Problem::forbidden("only an admin may rotate signing keys"));
     }
     let (kid, activates_at_ms) = auth.keys.rotate().await?;

@@ -257,9 +257,12 @@ async fn refresh_rotates_and_reuse_revokes_the_family(backend: TestBackend) {
     // Another sign-in is another family and still works.
     let other = p.tokens("rot@example.com").await;
     p.refresh(&other["refresh_token"]).await.assert_status(200);
-    p.refresh(&json!("made-up"))
+    p.refresh(&json!("A".repeat(43)))
         .await
         .assert_problem(401, "unknown");
+    p.refresh(&json!("made-up"))
+        .await
+        .assert_problem(422, "43 characters");
 
     // Two refreshes with one token at once: exactly one wins.
     let racing = p.tokens("rot@example.com").await;
@@ -361,9 +364,16 @@ async fn key_rotation_logs_nobody_out(backend: TestBackend) {
         .kid
         .unwrap();
 
+    p.auth
+        .request(reqwest::Method::POST, "/auth/keys/rotate")
+        .send()
+        .await
+        .assert_problem(401, "sign in");
     let rotation = p
         .auth
         .request(reqwest::Method::POST, "/auth/keys/rotate")
+        .header("x-user-id", "root")
+        .header("x-user-roles", "user,admin")
         .send()
         .await;
     let rotation = rotation.assert_status(202).value();

@@ -58,7 +58,8 @@ pub async fn aggregated(State(gateway): State<Gateway>) -> Json<Value> {
         for (path, item) in doc["paths"].as_object().into_iter().flatten() {
             let public = format!("{}{path}", route.strip);
             if public == route.prefix || public.starts_with(&format!("{}/", route.prefix)) {
-                paths.insert(public, with_gateway_answers(item.clone()));
+                let item = with_security(with_gateway_answers(item.clone()), route, &public);
+                paths.insert(public, item);
             }
         }
         for (into, section) in [(&mut schemas, "schemas"), (&mut responses, "responses")] {
@@ -82,9 +83,28 @@ pub async fn aggregated(State(gateway): State<Gateway>) -> Json<Value> {
             "responses": responses,
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" } },
         },
-        "security": [ { "bearer": [] } ],
         "x-sloop-unavailable-upstreams": missing,
     }))
+}
+
+/// Which operations need a token: all on a non-public route, and those a role rule covers.
+fn with_security(mut item: Value, route: &crate::config::Route, path: &str) -> Value {
+    if let Some(operations) = item.as_object_mut() {
+        for (method, operation) in operations.iter_mut() {
+            let ruled = route.rules.iter().any(|r| r.matches(method, path));
+            let needs_token = !route.public || ruled;
+            if let Some(operation) = operation.as_object_mut() {
+                let security = if needs_token {
+                    json!([{ "bearer": [] }])
+                } else {
+                    json!([])
+                };
+                // A public operation still answers 401 to a bad token someone sends anyway.
+                operation.insert("security".to_owned(), security);
+            }
+        }
+    }
+    item
 }
 
 fn with_gateway_answers(mut item: Value) -> Value {

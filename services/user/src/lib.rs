@@ -9,8 +9,6 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::routing::{get, post, put};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sloop_kit::clock::now_rfc3339;
 use sloop_kit::validate;
 use sloop_kit::{Context, Database, Json, MaybeCaller, Outbox, Path, Problem, Query, Service};
@@ -321,28 +319,29 @@ async fn list_users(
         )));
     }
     let after = match params.cursor.as_deref() {
-        None | Some("") => String::new(),
-        Some(cursor) => decode_cursor(cursor)?,
+        None => String::new(),
+        Some(cursor) => parse_cursor(cursor)?,
     };
     // One extra row tells whether another page follows without a count query.
     let mut items = store::list(state.db.pool(), &after, params.status, limit + 1).await?;
     let next_cursor = if items.len() > limit as usize {
         items.truncate(limit as usize);
-        items.last().map(|last| URL_SAFE_NO_PAD.encode(&last.id))
+        items.last().map(|last| last.id.clone())
     } else {
         None
     };
     Ok(Json(UserPage { items, next_cursor }))
 }
 
-fn decode_cursor(cursor: &str) -> Result<String, Problem> {
-    URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .filter(|id| uuid::Uuid::parse_str(id).is_ok())
-        .ok_or_else(|| {
-            Problem::bad_request("cursor is not one this service issued; pass `next_cursor` from the previous page unchanged")
+/// A cursor is the id of the last user of the previous page: keyset pagination, so pages
+/// stay stable while users are added.
+fn parse_cursor(cursor: &str) -> Result<String, Problem> {
+    uuid::Uuid::parse_str(cursor)
+        .map(|id| id.hyphenated().to_string())
+        .map_err(|_| {
+            Problem::bad_request(
+                "cursor must be a user id (UUID); pass `next_cursor` from the previous page",
+            )
         })
 }
 

@@ -90,6 +90,7 @@ pub struct NewUser {
 #[schema(min_properties = 1)]
 pub struct UserPatch {
     #[schema(nullable = false, format = Email, min_length = 3, max_length = 254)]
+    #[serde(default, deserialize_with = "present")]
     pub email: Option<String>,
     #[schema(
         nullable = false,
@@ -98,6 +99,12 @@ pub struct UserPatch {
         pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
     )]
     pub name: Option<String>,
+}
+
+/// A field that may be left out but, when sent, must be a string: `null` is refused rather
+/// than read as "no change", as the OpenAPI document says.
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(deserializer).map(Some)
 }
 
 /// Body of `PUT /users/{id}/status`.
@@ -112,6 +119,7 @@ pub struct StatusChange {
 pub struct UserPage {
     pub items: Vec<User>,
     /// Pass as `cursor` to get the next page; absent on the last page.
+    #[schema(format = "uuid")]
     pub next_cursor: Option<String>,
 }
 
@@ -122,7 +130,8 @@ pub struct ListParams {
     /// Page size, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
-    /// `next_cursor` from the previous page.
+    /// `next_cursor` from the previous page: the id of its last user.
+    #[param(format = "uuid")]
     pub cursor: Option<String>,
     /// Only users in this status.
     pub status: Option<Status>,
