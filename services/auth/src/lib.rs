@@ -3,6 +3,7 @@
 //! against the JWKS, and refresh tokens that rotate on use and revoke their whole family
 //! when a used one comes back.
 
+pub mod cli;
 mod events;
 pub mod keys;
 pub mod passwords;

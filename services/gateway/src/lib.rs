@@ -3,6 +3,7 @@
 //! caller is rate-limited, the route's role rules are applied, and the request is forwarded
 //! with time-outs, budgeted retries and a circuit breaker per upstream.
 
+pub mod cli;
 pub mod config;
 mod docs;
 pub mod jwks;

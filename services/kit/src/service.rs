@@ -275,8 +275,7 @@ impl Service {
             );
             let bus = settings.bus.clone();
             let (stop, drain) = (relay_stop.clone(), settings.shutdown_timeout);
-            let publish_topics: Vec<String> =
-                self.publishes.iter().map(|e| e.topic.to_owned()).collect();
+            let publish_topics = topics(&self.publishes, &[]);
             relay_task = Some(tokio::spawn(async move {
                 if ensure_topics(&bus, &publish_topics, &stop).await {
                     relay.run(stop, drain).await;

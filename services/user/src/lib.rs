@@ -2,6 +2,7 @@
 //! and cursor pagination, over SQLite or PostgreSQL. Every change is announced as an event
 //! (`UserCreated`, `UserUpdated`, `UserStatusChanged`) through the outbox.
 
+pub mod cli;
 pub mod model;
 mod store;
 

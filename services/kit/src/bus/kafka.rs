@@ -66,6 +66,13 @@ impl KafkaBus {
     }
 
     pub async fn ensure_topics(&self, topics: &[String]) -> Result<(), BusError> {
+        let mut topics = topics.to_vec();
+        topics.sort();
+        // A broker refuses a request naming a topic twice.
+        topics.dedup();
+        if topics.is_empty() {
+            return Ok(());
+        }
         let new: Vec<NewTopic<'_>> = topics
             .iter()
             .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))

@@ -1,0 +1,192 @@
+//! Running the platform as separate processes, the way it is deployed: each service's own
+//! binary against its own PostgreSQL database, events over a Kafka-protocol broker, spans
+//! exported over OTLP. Tests drive it through the gateway.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use sloop_kit::testing::{Broker, TestBackend, fresh_database_url};
+use tokio::process::{Child, Command};
+
+/// A free loopback port (the services must know each other's ports before starting).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One service process.
+pub struct Process {
+    pub name: &'static str,
+    pub port: u16,
+    binary: PathBuf,
+    env: BTreeMap<String, String>,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Process {
+    /// `binary` is this crate's `platform-service`.
+    pub fn new(binary: &std::path::Path, name: &'static str, port: u16) -> Self {
+        Self {
+            name,
+            port,
+            binary: binary.to_owned(),
+            env: BTreeMap::new(),
+            args: vec![name.into(), "--listen".into(), format!("127.0.0.1:{port}")],
+            log: std::env::temp_dir().join(format!(
+                "sloop-{name}-{}.log",
+                uuid::Uuid::new_v4().simple()
+            )),
+            child: None,
+        }
+    }
+
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.env.insert(key.to_owned(), value.into());
+        self
+    }
+
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Starts it and waits until `/readyz` answers 200.
+    pub async fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open the log");
+        let child = Command::new(&self.binary)
+            .args(&self.args)
+            .envs(&self.env)
+            .env("LOG_FORMAT", "json")
+            .stdout(Stdio::from(log.try_clone().expect("log handle")))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary.display()));
+        self.child = Some(child);
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = client.get(self.url("/readyz")).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                panic!("{} exited with {status}:\n{}", self.name, self.log());
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} was not ready within 30 s:\n{}",
+                self.name,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGTERM, and waits for a clean exit (status 0).
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id() {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status()
+                    .await;
+            }
+            let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+                .await
+                .unwrap_or_else(|_| panic!("{} did not stop within 30 s", self.name))
+                .expect("wait for the process");
+            assert!(
+                status.success(),
+                "{} exited with {status}:\n{}",
+                self.name,
+                self.log()
+            );
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// user, auth and the gateway, each with its own PostgreSQL database, events on a Tansu
+/// broker, spans to `otlp`.
+pub struct Platform {
+    pub broker: Broker,
+    pub user: Process,
+    pub auth: Process,
+    pub gateway: Process,
+}
+
+impl Platform {
+    /// `binary` is the `platform-service` executable (`env!("CARGO_BIN_EXE_platform-service")`).
+    pub async fn start(
+        binary: &std::path::Path,
+        otlp_endpoint: &str,
+        gateway_config: &std::path::Path,
+    ) -> Self {
+        let bin = binary;
+        let broker = Broker::start().await;
+        let bus = broker.url().to_string();
+        let (user_port, auth_port, gateway_port) = (free_port(), free_port(), free_port());
+        let telemetry = |p: Process| {
+            p.env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_endpoint)
+                .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+                .env("RUST_LOG", "info,librdkafka=warn")
+        };
+        let mut user = telemetry(Process::new(bin, "user", user_port))
+            .env(
+                "DATABASE_URL",
+                fresh_database_url(TestBackend::Postgres).await,
+            )
+            .env("EVENT_BUS", &bus);
+        let mut auth = telemetry(Process::new(bin, "auth", auth_port))
+            .env(
+                "DATABASE_URL",
+                fresh_database_url(TestBackend::Postgres).await,
+            )
+            .env("EVENT_BUS", &bus)
+            .env("UPSTREAMS", format!("user=http://127.0.0.1:{user_port}"))
+            .env("AUTH_ADMIN_EMAILS", "admin@example.com")
+            .env("AUTH_HASH_MEMORY_KIB", "1024")
+            .env("AUTH_HASH_ITERATIONS", "1");
+        let mut gateway = telemetry(Process::new(bin, "gateway", gateway_port))
+            .arg("--config")
+            .arg(gateway_config.display().to_string())
+            .env(
+                "UPSTREAMS",
+                format!("user=http://127.0.0.1:{user_port},auth=http://127.0.0.1:{auth_port}"),
+            );
+        user.start().await;
+        auth.start().await;
+        gateway.start().await;
+        Self {
+            broker,
+            user,
+            auth,
+            gateway,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        self.gateway.stop().await;
+        self.auth.stop().await;
+        self.user.stop().await;
+        self.broker.stop().await;
+    }
+}

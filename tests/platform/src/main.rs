@@ -1,0 +1,25 @@
+//! `platform-service`: runs any one service by name with that service's own command line,
+//! exactly as its `sloop-<name>` binary would (`platform-service auth --listen ...`). The
+//! journey tests start it as separate processes; it is built with the tests, so it never
+//! runs stale code.
+
+use std::ffi::OsString;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args_os().skip(1);
+    let service = args
+        .next()
+        .and_then(|s| s.into_string().ok())
+        .unwrap_or_default();
+    let argv = std::iter::once(OsString::from(format!("sloop-{service}"))).chain(args);
+    match service.as_str() {
+        "user" => sloop_user::cli::run(sloop_user::cli::Cli::parse_from(argv)).await?,
+        "auth" => sloop_auth::cli::run(sloop_auth::cli::Cli::parse_from(argv)).await?,
+        "gateway" => sloop_gateway::cli::run(sloop_gateway::cli::Cli::parse_from(argv)).await?,
+        other => anyhow::bail!("no service `{other}`; use user, auth or gateway"),
+    }
+    Ok(())
+}
