@@ -6,6 +6,7 @@ declare -A SLOOP_PACKAGES=(
   [promtool]=prometheus
   [amtool]=prometheus-alertmanager
   [wrk]=wrk
+  [nginx]=nginx
 )
 
 postgres_bin() {
@@ -18,7 +19,7 @@ ensure_packages() {
   # The scripts use python3 for free ports, readiness checks and the OTLP sink.
   command -v python3 >/dev/null 2>&1 || missing+=(python3)
   local cmd
-  for cmd in promtool amtool wrk; do
+  for cmd in promtool amtool wrk nginx; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${SLOOP_PACKAGES[$cmd]}")
   done
   if ((${#missing[@]} == 0)); then
