@@ -86,6 +86,8 @@ struct SlothAlerting {
     #[serde(default)]
     labels: BTreeMap<String, String>,
     #[serde(default)]
+    annotations: BTreeMap<String, String>,
+    #[serde(default)]
     page_alert: Option<SlothAlert>,
     #[serde(default)]
     ticket_alert: Option<SlothAlert>,
@@ -140,6 +142,7 @@ fn parse_sloth(path: &Path, text: &str) -> Result<ServiceSlos, SpecError> {
                 labels: BTreeMap::new(),
             });
             alerting.enabled = !(page.disable && ticket.disable);
+            alerting.annotations = a.annotations.into_iter().collect();
             alerting
                 .page_labels
                 .extend(extra.iter().cloned().chain(page.labels));

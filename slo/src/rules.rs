@@ -223,7 +223,7 @@ fn annotations(
         })
         .collect::<Vec<_>>()
         .join(", or ");
-    json!({
+    let mut annotations = json!({
         "summary": format!("{} {} is burning its error budget too fast", service.service, slo.name),
         "description": format!(
             "{}: the error ratio exceeds {burns} (objective {}%, period {}). At this rate the budget runs out early; check `slo report` and the SLO dashboard.",
@@ -231,7 +231,11 @@ fn annotations(
             number(slo.objective * 100.0),
             prom_duration(period),
         ),
-    })
+    });
+    for (name, value) in &slo.alerting.annotations {
+        annotations[name] = json!(value);
+    }
+    annotations
 }
 
 /// Renders a value as YAML.

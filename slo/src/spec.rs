@@ -122,6 +122,8 @@ pub struct Alerting {
     pub enabled: bool,
     pub page_labels: Vec<(String, String)>,
     pub ticket_labels: Vec<(String, String)>,
+    /// Added to both alerts, e.g. `runbook_url`.
+    pub annotations: Vec<(String, String)>,
 }
 
 impl Default for Alerting {
@@ -130,6 +132,7 @@ impl Default for Alerting {
             enabled: true,
             page_labels: vec![("severity".into(), "page".into())],
             ticket_labels: vec![("severity".into(), "ticket".into())],
+            annotations: Vec::new(),
         }
     }
 }
@@ -214,6 +217,9 @@ struct NativeAlerting {
     page_labels: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     ticket_labels: std::collections::BTreeMap<String, String>,
+    /// Annotations on both alerts (e.g. `runbook_url`), as Sloth's `alerting.annotations`.
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
 }
 
 fn yes() -> bool {
@@ -329,6 +335,7 @@ pub fn parse_native(path: &Path, text: &str) -> Result<ServiceSlos, SpecError> {
                     enabled: a.enabled,
                     page_labels: merge(defaults.page_labels, a.page_labels),
                     ticket_labels: merge(defaults.ticket_labels, a.ticket_labels),
+                    annotations: a.annotations.into_iter().collect(),
                 }
             }
         };

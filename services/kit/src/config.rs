@@ -44,6 +44,34 @@ pub struct ServiceArgs {
     /// After SIGTERM or Ctrl-C, how long in-flight requests get to finish.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// Turn on fault injection (chaos testing): the fault layer on every API route, and the
+    /// `/chaos/faults` admin API when CHAOS_TOKEN is set. Refused where
+    /// DEPLOYMENT_ENVIRONMENT is production unless --chaos-force.
+    #[arg(long, env = "CHAOS_ENABLED")]
+    pub chaos: bool,
+
+    /// Allow --chaos even where DEPLOYMENT_ENVIRONMENT is production.
+    #[arg(long, env = "CHAOS_FORCE", requires = "chaos")]
+    pub chaos_force: bool,
+
+    /// Most fault rules active at once.
+    #[arg(long, env = "CHAOS_MAX_FAULTS", default_value_t = chaos::DEFAULT_CAP)]
+    pub chaos_max_faults: usize,
+}
+
+impl ServiceArgs {
+    /// How chaos was asked for; the token comes only from the environment (CHAOS_TOKEN), so
+    /// it never shows in a process listing.
+    pub fn chaos_switch(&self) -> chaos::Switch {
+        chaos::Switch {
+            enabled: self.chaos,
+            force: self.chaos_force,
+            environment: std::env::var("DEPLOYMENT_ENVIRONMENT").ok(),
+            token: std::env::var("CHAOS_TOKEN").ok(),
+            cap: self.chaos_max_faults,
+        }
+    }
 }
 
 pub fn parse_duration(value: &str) -> Result<Duration, String> {

@@ -35,29 +35,40 @@ impl From<&ServiceArgs> for Limits {
 }
 
 /// The full application: `api` instrumented and limited, plus `/healthz`, `/readyz` (with
-/// `checks`), `/metrics`, and problem documents for unknown routes and methods.
+/// `checks`), `/metrics`, and problem documents for unknown routes and methods. With
+/// `chaos`, the fault layer on every API route and, with a token, its admin API.
 pub fn app(
     service: &'static str,
     api: Option<Router>,
     checks: Vec<Check>,
     limits: Limits,
+    chaos: Option<&chaos::Enabled>,
 ) -> Router {
     let timeout = limits.request_timeout;
     // Order matters: the panic catcher sits inside the instrumentation so a panic is
-    // measured as the 500 it becomes. A service without an API (a pure consumer) still
-    // serves its probes and metrics.
+    // measured as the 500 it becomes. The fault layer sits inside the instrumentation too,
+    // so injected faults are measured and traced like real ones, and outside the time
+    // limit, so a hang lasts until the client gives up. A service without an API (a pure
+    // consumer) still serves its probes and metrics.
     let api = api
         .map(|api| {
-            let api = api
+            let mut api = api
                 .layer(middleware::from_fn(move |req, next| {
                     time_limit(timeout, req, next)
                 }))
                 .layer(CatchPanicLayer::custom(panic_response))
                 .layer(DefaultBodyLimit::max(limits.body_bytes));
+            if let Some(chaos) = chaos {
+                api = chaos::layer(api, chaos.faults.clone());
+            }
             telemetry::http::instrument(api, service)
         })
         .unwrap_or_default();
-    api.merge(health::router(checks))
+    let admin = chaos
+        .and_then(|c| Some(chaos::admin::router(c.faults.clone(), c.token.clone()?)))
+        .unwrap_or_default();
+    api.merge(admin)
+        .merge(health::router(checks))
         .merge(telemetry::metrics::router())
         .method_not_allowed_fallback(|| async {
             Problem::new(

@@ -258,7 +258,11 @@ impl Service {
         if let Some(doc) = self.openapi {
             api = Some(api.unwrap_or_default().merge(crate::openapi::router(doc)));
         }
-        let router = app(name, api, checks, settings.limits);
+        let chaos = settings
+            .chaos
+            .resolve(name)
+            .map_err(|err| StartError::Setup(err.to_string()))?;
+        let router = app(name, api, checks, settings.limits, chaos.as_ref());
         let server = Server::bind(settings.listen, router).await?;
         let addr = server.local_addr();
 
@@ -297,6 +301,9 @@ impl Service {
                     running.run(stop).await;
                 }
             });
+        }
+        if let Some(chaos) = &chaos {
+            tracker.spawn(chaos.faults.clone().run_sweeper(stopping.clone()));
         }
         for (worker, work) in self.workers {
             let future = work(ctx.clone(), stopping.clone());
@@ -385,6 +392,8 @@ pub struct Settings {
     pub limits: Limits,
     /// How long each stage of shutdown may take.
     pub shutdown_timeout: Duration,
+    /// Fault injection: off by default.
+    pub chaos: chaos::Switch,
 }
 
 impl Settings {
@@ -401,6 +410,7 @@ impl Settings {
             upstream_urls: args.upstreams.iter().cloned().collect(),
             limits: Limits::from(args),
             shutdown_timeout: args.shutdown_timeout,
+            chaos: args.chaos_switch(),
         }
     }
 }

@@ -87,6 +87,7 @@ pub struct TestAppBuilder {
     listen: SocketAddr,
     upstreams: BTreeMap<String, String>,
     limits: Limits,
+    chaos: chaos::Switch,
 }
 
 impl TestAppBuilder {
@@ -120,6 +121,17 @@ impl TestAppBuilder {
         self
     }
 
+    /// Turns chaos on, with the admin API behind `token`.
+    pub fn chaos(mut self, token: &str) -> Self {
+        self.chaos = chaos::Switch {
+            enabled: true,
+            token: Some(token.to_owned()),
+            cap: chaos::DEFAULT_CAP,
+            ..chaos::Switch::default()
+        };
+        self
+    }
+
     pub fn body_limit(mut self, bytes: usize) -> Self {
         self.limits.body_bytes = bytes;
         self
@@ -141,6 +153,7 @@ impl TestAppBuilder {
             upstream_urls: self.upstreams,
             limits: self.limits,
             shutdown_timeout: Duration::from_secs(5),
+            chaos: self.chaos,
         };
         let running = self
             .service
@@ -185,6 +198,7 @@ impl TestApp {
                 body_bytes: 64 * 1024,
                 request_timeout: Duration::from_secs(10),
             },
+            chaos: chaos::Switch::default(),
         }
     }
 

@@ -1,0 +1,158 @@
+//! The fault layer as every service gets it from the chassis: off by default (no admin API),
+//! and when on, each action does to a real request over a real connection what it says.
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use serde_json::{Value, json};
+use sloop_kit::Service;
+use sloop_kit::testing::TestApp;
+
+const TOKEN: &str = "chaos-test-token";
+
+fn service(name: &'static str) -> Service {
+    Service::new(name, 0).api(|_| {
+        Router::new()
+            .route("/things/{id}", get(|| async { "a thing" }))
+            .route("/other", get(|| async { "other" }))
+    })
+}
+
+async fn with_chaos() -> TestApp {
+    TestApp::builder(service("things"))
+        .chaos(TOKEN)
+        .spawn()
+        .await
+}
+
+async fn apply(app: &TestApp, rule: Value) -> Value {
+    let response = app
+        .request(reqwest::Method::POST, "/chaos/faults")
+        .header("authorization", &format!("Bearer {TOKEN}"))
+        .json(&rule)
+        .send()
+        .await;
+    response.assert_status(201);
+    response.value()
+}
+
+#[tokio::test]
+async fn with_chaos_off_there_is_no_admin_api_and_nothing_is_injected() {
+    let app = TestApp::spawn(service("quiet"), sloop_kit::testing::TestBackend::Sqlite).await;
+    let listed = app
+        .request(reqwest::Method::GET, "/chaos/faults")
+        .header("authorization", &format!("Bearer {TOKEN}"))
+        .send()
+        .await;
+    listed.assert_status(404);
+    app.get("/things/1").await.assert_status(200);
+    // Metrics are per process; other tests here run services with chaos on.
+    let metrics = app.get("/metrics").await.text();
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("chaos_") && l.contains(r#"service="quiet""#)),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn abort_answers_with_a_problem_in_the_service_place() {
+    let app = with_chaos().await;
+    apply(
+        &app,
+        json!({"match": {"route": "/things/{id}"}, "action": {"abort": {"status": 503, "detail": "injected"}}}),
+    )
+    .await;
+    let response = app.get("/things/7").await;
+    response.assert_problem(503, "injected");
+    app.get("/other").await.assert_status(200);
+    let metrics = app.get("/metrics").await.text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("chaos_faults_injected_total")
+                && l.contains(r#"fault="abort""#)
+                && l.contains(r#"route="/things/{id}""#)
+                && l.contains(r#"service="things""#)),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"chaos_faults_active{service="things"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn delay_holds_the_request_then_lets_it_through() {
+    let app = with_chaos().await;
+    apply(
+        &app,
+        json!({"match": {"method": "GET", "route": "/things/{id}", "headers": {"x-canary": "yes"}},
+               "action": {"delay": {"fixed": "300ms"}}}),
+    )
+    .await;
+    let started = Instant::now();
+    let response = app
+        .request(reqwest::Method::GET, "/things/1")
+        .header("x-canary", "yes")
+        .send()
+        .await;
+    response.assert_status(200);
+    // A lower bound only: the delay must have happened; how much longer it took is noise.
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(response.text(), "a thing");
+}
+
+#[tokio::test]
+async fn reset_drops_the_connection_without_an_answer() {
+    let app = with_chaos().await;
+    apply(
+        &app,
+        json!({"match": {"route": "/things/{id}"}, "action": "reset"}),
+    )
+    .await;
+    let outcome = app.client.get(app.url("/things/1")).send().await;
+    match outcome {
+        Err(err) => assert!(!err.is_timeout(), "{err}"),
+        Ok(response) => {
+            // Some clients see the head before the body fails; then reading it must fail.
+            let status = response.status();
+            assert!(
+                response.bytes().await.is_err(),
+                "a complete {status} answer came back"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn hang_never_answers_until_the_client_gives_up() {
+    let app = with_chaos().await;
+    apply(
+        &app,
+        json!({"match": {"route": "/things/{id}"}, "action": "hang", "ttl": "1m"}),
+    )
+    .await;
+    let err = app
+        .client
+        .get(app.url("/things/1"))
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await
+        .expect_err("no answer");
+    assert!(err.is_timeout(), "{err}");
+    // Clearing ends the fault at once.
+    let cleared = app
+        .request(reqwest::Method::DELETE, "/chaos/faults")
+        .header("authorization", &format!("Bearer {TOKEN}"))
+        .send()
+        .await;
+    assert_eq!(cleared.value()["cleared"], 1);
+    app.get("/things/1").await.assert_status(200);
+}
