@@ -199,9 +199,12 @@ impl Pair {
         n
     }
 
-    async fn wait_applied(&self, want: i64, within: Duration) {
+    async fn wait_applied(&mut self, want: i64, within: Duration) {
         let deadline = Instant::now() + within;
         loop {
+            if let Some(broker) = self.broker.as_mut() {
+                broker.restart_if_crashed().await;
+            }
             let have = self.applied().await;
             if have >= want {
                 assert_eq!(have, want, "more applied than written");
@@ -274,7 +277,7 @@ on_both_buses!(
 );
 
 async fn events_arrive_in_order_per_subject_and_apply_once(kafka: bool) {
-    let pair = Pair::start(kafka).await;
+    let mut pair = Pair::start(kafka).await;
     for round in 0..5 {
         for subject in ["a", "b", "c", "d"] {
             pair.write(subject, round * 20 + 1, 20).await;
@@ -294,7 +297,7 @@ async fn events_arrive_in_order_per_subject_and_apply_once(kafka: bool) {
 }
 
 async fn a_rolled_back_transaction_publishes_nothing(kafka: bool) {
-    let pair = Pair::start(kafka).await;
+    let mut pair = Pair::start(kafka).await;
     pair.producer
         .post(
             "/write",
@@ -323,7 +326,7 @@ async fn a_rolled_back_transaction_publishes_nothing(kafka: bool) {
 }
 
 async fn redelivered_events_apply_once(kafka: bool) {
-    let pair = Pair::start(kafka).await;
+    let mut pair = Pair::start(kafka).await;
     pair.write("dup", 1, 3).await;
     pair.wait_applied(3, Duration::from_secs(60)).await;
     // The same three messages again, as a relay that crashed before marking them sent would.
@@ -342,7 +345,7 @@ async fn redelivered_events_apply_once(kafka: bool) {
 }
 
 async fn failing_events_are_retried_then_dead_lettered_with_the_reason(kafka: bool) {
-    let pair = Pair::start(kafka).await;
+    let mut pair = Pair::start(kafka).await;
     pair.write("poison", 1, 1).await;
     pair.write("fine", 1, 2).await;
     // The poison does not block the others.

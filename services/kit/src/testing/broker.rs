@@ -20,6 +20,8 @@ pub struct Broker {
     port: u16,
     dir: PathBuf,
     binary: PathBuf,
+    /// Internal panics already answered with a restart.
+    panics_seen: usize,
 }
 
 impl Broker {
@@ -38,6 +40,7 @@ impl Broker {
             port,
             dir,
             binary,
+            panics_seen: 0,
         };
         broker.launch().await;
         broker
@@ -76,6 +79,23 @@ impl Broker {
     pub async fn restart(&mut self) {
         self.stop().await;
         self.launch().await;
+    }
+
+    /// Restarts the broker if it panicked inside since the last look, as a supervisor
+    /// (systemd, Kubernetes) would: Tansu 0.6 sometimes panics in its storage task
+    /// (`tansu-storage` service.rs:337, `unreachable!`) and then serves no requests while
+    /// its process lives on. Data and offsets survive, so what the test checks (nothing
+    /// lost, nothing applied twice, order kept) must hold across it. Returns whether it
+    /// restarted.
+    pub async fn restart_if_crashed(&mut self) -> bool {
+        let panics = self.log().matches("panicked at").count();
+        if panics <= self.panics_seen {
+            return false;
+        }
+        self.panics_seen = panics;
+        eprintln!("the Tansu broker panicked internally; restarting it as a supervisor would");
+        self.restart().await;
+        true
     }
 
     /// The broker's own log, for failure messages.
