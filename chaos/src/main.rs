@@ -250,7 +250,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                     .await
                 {
                     Ok(body) => listed.push(body),
-                    Err(err) => eprintln!("{err:#}"),
+                    Err(err) => {
+                        eprintln!("{err:#}");
+                        all_ok = false;
+                    }
                 }
             }
             if json {
