@@ -175,6 +175,10 @@ mod tests {
         )
     }
 
+    async fn apply(app: &Router, rule: &str) -> (StatusCode, serde_json::Value) {
+        call(app, "POST", "/chaos/faults", Some(TOKEN), rule).await
+    }
+
     #[tokio::test]
     async fn without_the_token_nothing_is_shown_or_changed() {
         let faults = Faults::new("user", 4);
@@ -201,24 +205,14 @@ mod tests {
     async fn apply_list_delete_and_clear() {
         let faults = Faults::new("user", 4);
         let app = router(faults, TOKEN.to_owned());
-        let (status, applied) = call(
+        let (status, applied) = apply(
             &app,
-            "POST",
-            "/chaos/faults",
-            Some(TOKEN),
             r#"{"match":{"route":"/users/{id}"},"action":{"delay":{"fixed":"100ms"}},"ttl":"1m"}"#,
         )
         .await;
         assert_eq!(status, StatusCode::CREATED, "{applied}");
         let id = applied["id"].as_str().unwrap().to_owned();
-        call(
-            &app,
-            "POST",
-            "/chaos/faults",
-            Some(TOKEN),
-            r#"{"action":"reset"}"#,
-        )
-        .await;
+        apply(&app, r#"{"action":"reset"}"#).await;
         let (_, listed) = call(&app, "GET", "/chaos/faults", Some(TOKEN), "").await;
         assert_eq!(listed["faults"].as_array().unwrap().len(), 2, "{listed}");
         assert_eq!(listed["faults"][0]["rule"]["ttl"], "1m");
@@ -236,41 +230,19 @@ mod tests {
     #[tokio::test]
     async fn bad_rules_and_the_cap_are_4xx_with_a_reason() {
         let app = router(Faults::new("user", 1), TOKEN.to_owned());
-        let (status, body) = call(&app, "POST", "/chaos/faults", Some(TOKEN), "{not json").await;
+        let (status, body) = apply(&app, "{not json").await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-        let (status, body) = call(
-            &app,
-            "POST",
-            "/chaos/faults",
-            Some(TOKEN),
-            r#"{"action":{"abort":{"status":200}}}"#,
-        )
-        .await;
+        let (status, body) = apply(&app, r#"{"action":{"abort":{"status":200}}}"#).await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
         assert!(
             body["detail"].as_str().unwrap().contains("400–599"),
             "{body}"
         );
         assert_eq!(
-            call(
-                &app,
-                "POST",
-                "/chaos/faults",
-                Some(TOKEN),
-                r#"{"action":"reset"}"#
-            )
-            .await
-            .0,
+            apply(&app, r#"{"action":"reset"}"#).await.0,
             StatusCode::CREATED
         );
-        let (status, body) = call(
-            &app,
-            "POST",
-            "/chaos/faults",
-            Some(TOKEN),
-            r#"{"action":"reset"}"#,
-        )
-        .await;
+        let (status, body) = apply(&app, r#"{"action":"reset"}"#).await;
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
     }
 }
