@@ -24,8 +24,19 @@ start_postgres
 trap stop_postgres EXIT
 
 export SLOOP_TEST_POSTGRES_URL="$POSTGRES_URL"
+echo "==> cargo test --no-run (build every test first, so the time limit below counts only running)"
+cargo test --workspace --locked --no-run "$@"
 echo "==> cargo test (PostgreSQL at $POSTGRES_URL, Tansu at $TANSU_BIN)"
-cargo test --workspace --locked "$@"
+# A test that hangs must fail the run, not eat CI's whole budget: no test here needs more
+# than a few minutes, and the whole suite about ten on two cores.
+TEST_TIME_LIMIT="${TEST_TIME_LIMIT:-30m}"
+status=0
+timeout --kill-after=30s "$TEST_TIME_LIMIT" cargo test --workspace --locked "$@" || status=$?
+if ((status == 124 || status == 137)); then
+  echo "error: the tests did not finish within $TEST_TIME_LIMIT; the test cargo reported as" \
+    "'running for over 60 seconds' above is the one that hung" >&2
+fi
+((status == 0)) || exit "$status"
 
 if (($# == 0)); then
   echo "==> OpenAPI contracts (schemathesis)"

@@ -210,16 +210,60 @@ impl Pair {
                 assert_eq!(have, want, "more applied than written");
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "only {have} of {want} events applied within {within:?}{}",
-                self.broker
-                    .as_ref()
-                    .map(|b| format!("; broker log:\n{}", b.log()))
-                    .unwrap_or_default()
-            );
+            if Instant::now() >= deadline {
+                let whereabouts = self.whereabouts_of_unapplied().await;
+                panic!(
+                    "only {have} of {want} events applied within {within:?}; {whereabouts}{}",
+                    self.broker
+                        .as_ref()
+                        .map(|b| format!("; broker log:\n{}", b.log()))
+                        .unwrap_or_default()
+                );
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// For a failure message: which written entries were not applied, and whether the
+    /// producer still holds them, the topic has them, or they were dead-lettered.
+    async fn whereabouts_of_unapplied(&self) -> String {
+        let written: Vec<(String, i64)> = sqlx::query_as("SELECT subject, seq FROM entries")
+            .fetch_all(self.producer.db().pool())
+            .await
+            .unwrap();
+        let applied: std::collections::HashSet<(String, i64)> =
+            sqlx::query_as("SELECT subject, seq FROM applied")
+                .fetch_all(self.consumer.db().pool())
+                .await
+                .unwrap()
+                .into_iter()
+                .collect();
+        let missing: Vec<_> = written
+            .into_iter()
+            .filter(|entry| !applied.contains(entry))
+            .collect();
+        let (unpublished,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM kit_outbox WHERE published_at_ms IS NULL")
+                .fetch_one(self.producer.db().pool())
+                .await
+                .unwrap_or((-1,));
+        let on_topic = |messages: Vec<sloop_kit::event::Message>| {
+            messages
+                .iter()
+                .filter_map(|m| Event::from_message(m).ok())
+                .filter_map(|e| e.data_as::<Entry>().ok())
+                .filter(|e| missing.contains(&(e.subject.clone(), e.seq)))
+                .count()
+        };
+        let in_topic = on_topic(self.read_all(ENTRY.topic, usize::MAX).await);
+        let dead_lettered = on_topic(
+            self.read_all(&format!("{}.dlq", ENTRY.topic), usize::MAX)
+                .await,
+        );
+        format!(
+            "not applied: {missing:?}; outbox rows not yet published: {unpublished}; \
+             of the missing, {in_topic} are on the topic and {dead_lettered} dead-lettered"
+        )
     }
 
     async fn out_of_order(&self) -> i64 {

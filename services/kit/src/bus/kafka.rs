@@ -152,7 +152,10 @@ impl KafkaBus {
                 bootstrap: self.bootstrap.clone(),
                 source,
             })?;
-        Ok(Subscription { consumer, lag })
+        Ok(Subscription {
+            consumer: Some(consumer),
+            lag,
+        })
     }
 
     pub async fn flush(&self, timeout: Duration) {
@@ -174,16 +177,27 @@ fn base_config(bootstrap: &str, client_id: &str) -> ClientConfig {
     config
 }
 
+/// How long closing a consumer (final commit, leaving the group) may take before the
+/// service stops without it; the broker then sees the member time out instead.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// A consumer in a group.
 pub struct Subscription {
-    consumer: StreamConsumer<Logged>,
+    /// Always `Some` until `close` or `drop` hands it to a thread of its own.
+    consumer: Option<StreamConsumer<Logged>>,
     lag: Arc<AtomicI64>,
 }
 
 impl Subscription {
+    fn consumer(&self) -> &StreamConsumer<Logged> {
+        self.consumer
+            .as_ref()
+            .expect("the consumer lives until close or drop")
+    }
+
     pub async fn next(&mut self) -> Result<Delivery, BusError> {
         let message = self
-            .consumer
+            .consumer()
             .recv()
             .await
             .map_err(|e| BusError::Receive(e.to_string()))?;
@@ -217,7 +231,7 @@ impl Subscription {
     /// Stores the offset after `delivery`; librdkafka commits stored offsets every 500 ms
     /// and when the consumer closes.
     pub fn commit(&mut self, delivery: &Delivery) -> Result<(), BusError> {
-        self.consumer
+        self.consumer()
             .store_offset(
                 &delivery.message.topic,
                 delivery.partition,
@@ -235,10 +249,15 @@ impl Subscription {
         u64::try_from(self.lag.load(Ordering::Relaxed)).ok()
     }
 
-    /// Commits what was stored, synchronously, then leaves the group.
-    pub async fn close(self) {
-        let consumer = self.consumer;
-        let _ = tokio::task::spawn_blocking(move || {
+    /// Commits what was stored, synchronously, then leaves the group — on a thread of its
+    /// own, given at most `CLOSE_TIMEOUT`: librdkafka's close waits for the broker without
+    /// a limit, and a broker that stopped answering must not stop the service from stopping.
+    pub async fn close(mut self) {
+        let Some(consumer) = self.consumer.take() else {
+            return;
+        };
+        let (done, finished) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
             if let Err(err) = consumer.commit_consumer_state(CommitMode::Sync) {
                 // Nothing stored since the last commit is not a failure.
                 if err.rdkafka_error_code() != Some(RDKafkaErrorCode::NoOffset) {
@@ -246,8 +265,25 @@ impl Subscription {
                 }
             }
             consumer.unsubscribe();
-        })
-        .await;
+            drop(consumer);
+            let _ = done.send(());
+        });
+        if tokio::time::timeout(CLOSE_TIMEOUT, finished).await.is_err() {
+            tracing::warn!(
+                timeout = ?CLOSE_TIMEOUT,
+                "the consumer did not leave its group in time; stopping without it"
+            );
+        }
+    }
+}
+
+impl Drop for Subscription {
+    /// Dropping a librdkafka consumer blocks until the broker confirms it left the group,
+    /// however long that takes; that wait must not hold one of the runtime's threads.
+    fn drop(&mut self) {
+        if let Some(consumer) = self.consumer.take() {
+            std::thread::spawn(move || drop(consumer));
+        }
     }
 }
 
