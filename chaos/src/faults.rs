@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use utoipa::ToSchema;
 
 use crate::ChaosError;
-use crate::rule::{Action, RequestInfo, Rule};
+use crate::rule::{Action, RequestInfo, Rule, Target};
 
 /// Active rules at most, by default: enough for an experiment, few enough that a forgotten
 /// script cannot pile them up.
@@ -201,6 +201,57 @@ impl Faults {
     /// hang) wins over delays, which then do not happen; otherwise the delays that hit add
     /// up. Counts the injection.
     pub fn decide(&self, request: &RequestInfo<'_>, rng: &mut impl Rng) -> Option<Injection> {
+        self.decide_for(
+            Target::Http,
+            request.route,
+            |rule| rule.matches(request),
+            rng,
+        )
+    }
+
+    /// The same for one call to a dependency (`target` other than HTTP): what to do to
+    /// this database connection, this publish, this event handled. `label` names it in the
+    /// injection counter's `route` label (`database`, or the topic).
+    pub fn decide_dependency(
+        &self,
+        target: Target,
+        label: &str,
+        rng: &mut impl Rng,
+    ) -> Option<Injection> {
+        self.decide_for(target, label, |_| true, rng)
+    }
+
+    /// Applies the dependency faults to one call: sleeps out a delay, and answers `Err` with
+    /// what to report for an abort. The caller turns that into its own kind of failure.
+    pub async fn inject_dependency(&self, target: Target, label: &str) -> Result<(), String> {
+        let injection = self.decide_dependency(target, label, &mut rand::rng());
+        match injection {
+            None => Ok(()),
+            Some(Injection::Delay { by, .. }) => {
+                tokio::time::sleep(by).await;
+                Ok(())
+            }
+            Some(Injection::Abort { rule, detail, .. }) => Err(detail.unwrap_or_else(|| {
+                format!(
+                    "chaos: {} failure injected by fault {rule}",
+                    target.as_str()
+                )
+            })),
+            Some(other) => Err(format!(
+                "chaos: {} fault {} cannot apply here",
+                other.kind(),
+                other.rule()
+            )),
+        }
+    }
+
+    fn decide_for(
+        &self,
+        target: Target,
+        label: &str,
+        matches: impl Fn(&Rule) -> bool,
+        rng: &mut impl Rng,
+    ) -> Option<Injection> {
         let now = Instant::now();
         let rules = self.inner.rules.read().expect("faults lock");
         if rules.is_empty() {
@@ -209,7 +260,10 @@ impl Faults {
         let mut delay: Option<(String, Duration)> = None;
         let mut terminal = None;
         for active in rules.iter().filter(|a| a.expires > now) {
-            if !active.rule.matches(request) || !hits(active.rule.probability, rng) {
+            if active.rule.target != target
+                || !matches(&active.rule)
+                || !hits(active.rule.probability, rng)
+            {
                 continue;
             }
             let rule = active.id.clone();
@@ -252,7 +306,7 @@ impl Faults {
                 Injection::Delay { rule, by }
             }
         };
-        counter!(INJECTED, "service" => self.service, "fault" => injection.kind(), "route" => request.route.to_owned())
+        counter!(INJECTED, "service" => self.service, "fault" => injection.kind(), "route" => label.to_owned())
             .increment(1);
         Some(injection)
     }

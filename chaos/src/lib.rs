@@ -8,18 +8,16 @@
 //! - [`Faults`]: the active rules of one service, consulted on every request;
 //! - [`layer`]: the tower layer that injects them into a service's API;
 //! - [`admin`]: the `/chaos/faults` admin API behind a bearer token;
-//! - [`targets`]: where each service's admin API is, for the `chaos` CLI.
 
 pub mod admin;
 mod duration;
 pub mod faults;
 pub mod layer;
 pub mod rule;
-pub mod targets;
 
 pub use faults::{DEFAULT_CAP, Fault, Faults, Injection};
 pub use layer::layer;
-pub use rule::{Action, Rule};
+pub use rule::{Action, Rule, Target};
 
 /// What chaos can refuse.
 #[derive(Debug, thiserror::Error, PartialEq)]

@@ -24,6 +24,11 @@ pub const MAX_DELAY: Duration = Duration::from_secs(60);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
+    /// What the fault hits: the service's API requests (default), or one of its
+    /// dependencies as the service sees it — its database, its event publishing, its
+    /// event consuming — to play a slow database or a broker outage without touching them.
+    #[serde(default, skip_serializing_if = "Target::is_http")]
+    pub target: Target,
     /// Which requests; an empty matcher matches every API request of the service.
     #[serde(default, rename = "match")]
     pub matcher: Matcher,
@@ -44,6 +49,40 @@ fn always() -> f64 {
 
 fn default_ttl() -> Duration {
     DEFAULT_TTL
+}
+
+/// Where a rule injects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    /// The service's API requests, matched by method, route and headers.
+    #[default]
+    Http,
+    /// Every database connection the service takes from its pool: a delay holds each
+    /// query's connection, an abort makes taking one fail (after the pool's acquire
+    /// timeout, as with a database that stopped answering).
+    Database,
+    /// Every event the outbox relay publishes: a delay slows publishing, an abort fails it
+    /// (the relay retries later, as with a broker outage).
+    Publish,
+    /// Every event a consumer handles: a delay slows handling, an abort fails it (retried,
+    /// then dead-lettered, as with a handler whose dependency is down).
+    Consume,
+}
+
+impl Target {
+    pub fn is_http(&self) -> bool {
+        *self == Target::Http
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Target::Http => "http",
+            Target::Database => "database",
+            Target::Publish => "publish",
+            Target::Consume => "consume",
+        }
+    }
 }
 
 /// Which requests a rule applies to. Every field given must match.
@@ -222,6 +261,22 @@ impl Rule {
             return Err(format!(
                 "route `{route}` must start with `/`, like `/users/{{id}}` or `/users*`"
             ));
+        }
+        if !self.target.is_http() {
+            let m = &self.matcher;
+            if m.method.is_some() || m.route.is_some() || !m.headers.is_empty() {
+                return Err(format!(
+                    "a {} fault hits every {} call; drop match.method, match.route and match.headers",
+                    self.target.as_str(),
+                    self.target.as_str()
+                ));
+            }
+            if matches!(self.action, Action::Reset | Action::Hang) {
+                return Err(format!(
+                    "a {} fault can delay or abort; reset and hang are for HTTP requests",
+                    self.target.as_str()
+                ));
+            }
         }
         for name in self.matcher.headers.keys() {
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {

@@ -11,6 +11,7 @@ use crate::math::{Severity, Verdict, budget_minutes, burn_rate, time_to_exhausti
 use crate::promql::number;
 use crate::rules::{alert_name, slo_id};
 use crate::spec::{ServiceSlos, Slo, Window};
+use report_kit::escape;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SloReport {
@@ -300,13 +301,6 @@ fn burn_chart(r: &SloReport) -> String {
         );
     }
     svg + "</svg>"
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 #[cfg(test)]

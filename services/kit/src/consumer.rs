@@ -147,6 +147,8 @@ pub(crate) struct Running {
     pub db: Database,
     pub bus: EventBus,
     pub outbox: Outbox,
+    /// Chaos faults with target `consume`, when chaos is on.
+    pub faults: Option<chaos::Faults>,
 }
 
 impl Running {
@@ -302,6 +304,12 @@ impl Running {
 
     /// One attempt: record the id and apply the event in one transaction.
     async fn apply(&self, event: &Event) -> Result<Outcome, HandlerError> {
+        if let Some(faults) = &self.faults {
+            faults
+                .inject_dependency(chaos::Target::Consume, &event.topic)
+                .await
+                .map_err(HandlerError::Retry)?;
+        }
         let mut tx = self.db.pool().begin().await?;
         // Writing first also takes SQLite's write lock up front (see the user store).
         let recorded = sqlx::query(

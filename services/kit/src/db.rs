@@ -47,10 +47,13 @@ pub struct Database {
 impl Database {
     /// Connects, creating a SQLite file if it is missing, and applies the kit's migrations
     /// and then the service's `migrations`.
+    /// With `faults` (chaos on), every connection taken from the pool first passes the
+    /// active `database` faults: delayed, or refused so the query fails.
     pub async fn connect(
         url: &str,
         max_connections: u32,
         migrations: &Migrator,
+        faults: Option<chaos::Faults>,
     ) -> Result<Self, DbError> {
         install_default_drivers();
         let backend = backend_of(url)?;
@@ -58,11 +61,33 @@ impl Database {
             Backend::Sqlite => with_create_mode(url),
             Backend::Postgres => url.to_owned(),
         };
-        let pool = AnyPoolOptions::new()
+        let mut options = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(5))
-            .after_connect(move |conn, _meta| {
+            .acquire_timeout(Duration::from_secs(5));
+        if let Some(faults) = faults.clone() {
+            options = options.before_acquire(move |_conn, _meta| {
+                let faults = faults.clone();
                 Box::pin(async move {
+                    // A refused connection is dropped and the pool opens another, which
+                    // `after_connect` refuses too: with probability 1 nothing gets a
+                    // connection until the acquire timeout, as with a database that is down.
+                    Ok(faults
+                        .inject_dependency(chaos::Target::Database, "database")
+                        .await
+                        .is_ok())
+                })
+            });
+        }
+        let pool = options
+            .after_connect(move |conn, _meta| {
+                let faults = faults.clone();
+                Box::pin(async move {
+                    if let Some(faults) = faults {
+                        faults
+                            .inject_dependency(chaos::Target::Database, "database")
+                            .await
+                            .map_err(sqlx::Error::Protocol)?;
+                    }
                     if backend == Backend::Sqlite {
                         // WAL lets readers run beside the writer; busy_timeout makes a writer
                         // wait for the lock instead of failing with SQLITE_BUSY.

@@ -19,6 +19,7 @@ use crate::clock::now_millis;
 use crate::db::Database;
 use crate::event::{Event, EventType};
 use crate::lease::Lease;
+use chaos::Target;
 use telemetry::metrics::{
     MESSAGING_SEND_DURATION, MESSAGING_SENT, OUTBOX_OLDEST_AGE, OUTBOX_PENDING,
 };
@@ -146,6 +147,8 @@ pub struct Relay {
     outbox: Outbox,
     settings: RelaySettings,
     lease: Lease,
+    /// Chaos faults with target `publish`, when chaos is on.
+    faults: Option<chaos::Faults>,
 }
 
 /// What one pass did.
@@ -174,7 +177,14 @@ impl Relay {
             outbox,
             settings,
             lease,
+            faults: None,
         }
+    }
+
+    /// Passes every publish through the active `publish` faults first.
+    pub fn with_faults(mut self, faults: Option<chaos::Faults>) -> Self {
+        self.faults = faults;
+        self
     }
 
     /// Publishes until `stop` is cancelled, then flushes what is pending (for at most
@@ -339,11 +349,23 @@ impl Relay {
         );
         event.continue_trace(&span);
         let started = Instant::now();
-        let result = self
-            .bus
-            .publish(&event.to_message())
-            .instrument(span.clone())
-            .await;
+        let injected = match &self.faults {
+            Some(faults) => {
+                faults
+                    .inject_dependency(Target::Publish, &event.topic)
+                    .await
+            }
+            None => Ok(()),
+        };
+        let result = match injected {
+            Ok(()) => self
+                .bus
+                .publish(&event.to_message())
+                .instrument(span.clone())
+                .await
+                .map_err(|err| err.to_string()),
+            Err(reason) => Err(reason),
+        };
         let outcome = if result.is_ok() { "ok" } else { "error" };
         let labels = [
             ("service", self.service.to_owned()),
@@ -358,7 +380,7 @@ impl Relay {
             span.in_scope(
                 || tracing::warn!(error = %err, event_id = %event.id, "publish failed; will retry"),
             );
-            err.to_string()
+            err
         })
     }
 

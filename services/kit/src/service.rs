@@ -210,12 +210,25 @@ impl Service {
     /// workers. Telemetry must already be initialised (see [`run`]).
     pub async fn start(self, settings: Settings) -> Result<Running, StartError> {
         let name = self.name;
+        let chaos = settings
+            .chaos
+            .resolve(name)
+            .map_err(|err| StartError::Setup(err.to_string()))?;
+        let faults = chaos.as_ref().map(|c| c.faults.clone());
         let db = match (self.migrations, &settings.database_url) {
             (Some(migrations), url) => {
                 let url = url
                     .clone()
                     .unwrap_or_else(|| format!("sqlite://sloop-{name}.db"));
-                Some(Database::connect(&url, settings.db_max_connections, migrations).await?)
+                Some(
+                    Database::connect(
+                        &url,
+                        settings.db_max_connections,
+                        migrations,
+                        faults.clone(),
+                    )
+                    .await?,
+                )
             }
             (None, _) => None,
         };
@@ -258,10 +271,6 @@ impl Service {
         if let Some(doc) = self.openapi {
             api = Some(api.unwrap_or_default().merge(crate::openapi::router(doc)));
         }
-        let chaos = settings
-            .chaos
-            .resolve(name)
-            .map_err(|err| StartError::Setup(err.to_string()))?;
         let router = app(name, api, checks, settings.limits, chaos.as_ref());
         let server = Server::bind(settings.listen, router).await?;
         let addr = server.local_addr();
@@ -276,7 +285,8 @@ impl Service {
                 settings.bus.clone(),
                 ctx.outbox().clone(),
                 self.relay,
-            );
+            )
+            .with_faults(faults.clone());
             let bus = settings.bus.clone();
             let (stop, drain) = (relay_stop.clone(), settings.shutdown_timeout);
             let publish_topics = topics(&self.publishes, &[]);
@@ -293,6 +303,7 @@ impl Service {
                 bus: settings.bus.clone(),
                 outbox: ctx.outbox().clone(),
                 consumer,
+                faults: faults.clone(),
             };
             let stop = stopping.clone();
             let topics = all_topics.clone();

@@ -156,3 +156,143 @@ async fn hang_never_answers_until_the_client_gives_up() {
     assert_eq!(cleared.value()["cleared"], 1);
     app.get("/things/1").await.assert_status(200);
 }
+
+static LEDGER: sqlx::migrate::Migrator = sqlx::migrate!("tests/ledger");
+
+const ENTRY: sloop_kit::EventType = sloop_kit::EventType {
+    name: "test.chaos.entry",
+    topic: "test.chaos",
+    version: 1,
+};
+
+/// A service with a database and an outbox: `/count` queries, `/write` writes an event.
+fn with_dependencies() -> Service {
+    Service::new("deps", 0)
+        .database(&LEDGER)
+        .publishes(&[ENTRY])
+        .api(|ctx| {
+            let (reader, writer) = (ctx.clone(), ctx.clone());
+            Router::new()
+                .route(
+                    "/count",
+                    get(move || async move {
+                        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM entries")
+                            .fetch_one(reader.db().pool())
+                            .await
+                            .map_err(|e| sloop_kit::Problem::internal(&e))?;
+                        Ok::<_, sloop_kit::Problem>(n.to_string())
+                    }),
+                )
+                .route(
+                    "/write",
+                    axum::routing::post(move || async move {
+                        let mut tx = writer
+                            .db()
+                            .pool()
+                            .begin()
+                            .await
+                            .map_err(|e| sloop_kit::Problem::internal(&e))?;
+                        writer
+                            .outbox()
+                            .append(&mut tx, ENTRY, "s", &json!({"n": 1}))
+                            .await
+                            .map_err(|e| sloop_kit::Problem::internal(&e))?;
+                        tx.commit()
+                            .await
+                            .map_err(|e| sloop_kit::Problem::internal(&e))?;
+                        writer.outbox().wake();
+                        Ok::<_, sloop_kit::Problem>("written")
+                    }),
+                )
+        })
+}
+
+#[tokio::test]
+async fn a_database_delay_holds_every_query_until_it_is_deleted() {
+    let app = TestApp::builder(with_dependencies())
+        .chaos(TOKEN)
+        .spawn()
+        .await;
+    let fault = apply(
+        &app,
+        json!({"target": "database", "action": {"delay": {"fixed": "400ms"}}}),
+    )
+    .await;
+    let started = Instant::now();
+    app.get("/count").await.assert_status(200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "the query took {:?}",
+        started.elapsed()
+    );
+    // The API itself is not the target: the probes answer at once.
+    app.get("/healthz").await.assert_status(200);
+    app.request(
+        reqwest::Method::DELETE,
+        &format!("/chaos/faults/{}", fault["id"].as_str().unwrap()),
+    )
+    .header("authorization", &format!("Bearer {TOKEN}"))
+    .send()
+    .await
+    .assert_status(204);
+    let metrics = app.get("/metrics").await.text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("chaos_faults_injected_total")
+                && l.contains(r#"route="database""#)
+                && l.contains(r#"fault="delay""#)),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_publish_abort_keeps_events_in_the_outbox_until_it_goes() {
+    let bus = sloop_kit::EventBus::connect(&sloop_kit::BusUrl::Memory, "test").unwrap();
+    let mut subscription = bus.subscribe("reader", &[ENTRY.topic.to_owned()]).unwrap();
+    let app = TestApp::builder(with_dependencies())
+        .bus(bus.clone())
+        .chaos(TOKEN)
+        .spawn()
+        .await;
+    apply(
+        &app,
+        json!({"target": "publish", "action": {"abort": {"status": 503}}}),
+    )
+    .await;
+    app.post("/write", &json!({})).await.assert_status(200);
+    let nothing = tokio::time::timeout(Duration::from_secs(2), subscription.next()).await;
+    assert!(nothing.is_err(), "published through a publish fault");
+    let metrics = app.get("/metrics").await.text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("chaos_faults_injected_total")
+                && l.contains(r#"route="test.chaos""#)
+                && l.contains(r#"fault="abort""#)),
+        "{metrics}"
+    );
+    app.request(reqwest::Method::DELETE, "/chaos/faults")
+        .header("authorization", &format!("Bearer {TOKEN}"))
+        .send()
+        .await
+        .assert_status(200);
+    let delivered = tokio::time::timeout(Duration::from_secs(10), subscription.next())
+        .await
+        .expect("the event is published once the fault is gone")
+        .unwrap();
+    assert_eq!(delivered.message.topic, ENTRY.topic);
+}
+
+#[test]
+fn dependency_faults_refuse_what_cannot_apply_to_them() {
+    let rule: chaos::Rule = serde_json::from_value(
+        json!({"target": "database", "match": {"route": "/x"}, "action": "reset"}),
+    )
+    .unwrap();
+    let err = rule.check("deps").unwrap_err();
+    assert!(err.contains("drop match"), "{err}");
+    let rule: chaos::Rule =
+        serde_json::from_value(json!({"target": "consume", "action": "hang"})).unwrap();
+    assert!(rule.check("deps").unwrap_err().contains("delay or abort"));
+}

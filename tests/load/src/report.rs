@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use crate::engine::RunResult;
 use crate::stats::Summary;
 use crate::thresholds::Threshold;
+use report_kit::escape;
 
 pub use loadtest_result::{Results, ThresholdResult};
 
@@ -204,10 +205,4 @@ fn line_chart(title: &str, xs: &[f64], series: &[(&str, Vec<f64>)], log_x: bool)
         );
     }
     svg + "</svg>"
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }

@@ -10,6 +10,26 @@ use std::time::Duration;
 use sloop_kit::testing::{Broker, TestBackend, fresh_database_url};
 use tokio::process::{Child, Command};
 
+pub mod monitoring;
+
+/// A binary of another workspace package, built beside this test's own (`cargo test
+/// --workspace` builds them all); panics saying how to build it when it is missing.
+pub fn workspace_binary(name: &str, package: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join(name))
+        .expect("tests run from target/<profile>/deps");
+    assert!(
+        path.is_file(),
+        "{} is missing: build it with `cargo build -p {package}` (./scripts/test.sh builds everything)",
+        path.display()
+    );
+    path
+}
+
 /// A free loopback port (the services must know each other's ports before starting).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -44,6 +64,13 @@ impl Process {
             )),
             child: None,
         }
+    }
+
+    /// A service's own binary (`sloop-user`, …), which takes `--listen` directly.
+    pub fn standalone(binary: &std::path::Path, name: &'static str, port: u16) -> Self {
+        let mut process = Self::new(binary, name, port);
+        process.args.remove(0);
+        process
     }
 
     pub fn env(mut self, key: &str, value: impl Into<String>) -> Self {

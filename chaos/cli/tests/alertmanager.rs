@@ -2,10 +2,12 @@
 //! and a ticket reach their own webhooks, and a ticket is inhibited while its SLO pages.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use platform_tests::monitoring::{alertmanager, alertmanager_config_for_tests, repo_root, tool};
 
 use axum::Router;
 use axum::extract::{Path as UrlPath, State};
@@ -15,28 +17,7 @@ use serde_json::{Value, json};
 type Received = Arc<Mutex<BTreeMap<String, Vec<Value>>>>;
 
 fn config_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../alerts/alertmanager.yml")
-}
-
-fn tool(env: &str, names: &[&str], package: &str) -> String {
-    if let Ok(path) = std::env::var(env) {
-        return path;
-    }
-    for name in names {
-        if Command::new(name)
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok()
-        {
-            return (*name).to_owned();
-        }
-    }
-    panic!(
-        "{} is not installed: `apt-get install {package}` (or run ./scripts/test.sh), or set {env}",
-        names[0]
-    );
+    repo_root().join("alerts/alertmanager.yml")
 }
 
 #[test]
@@ -53,86 +34,6 @@ fn the_configuration_passes_amtool() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-struct Alertmanager {
-    child: Child,
-    url: String,
-    _dir: TempDir,
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The repository's configuration with the webhooks pointed at `webhook` and the waits
-/// shortened, so a test sees in seconds what production sees in minutes.
-async fn start_alertmanager(webhook: &str) -> Alertmanager {
-    let binary = tool(
-        "ALERTMANAGER",
-        &["prometheus-alertmanager", "alertmanager"],
-        "prometheus-alertmanager",
-    );
-    let dir = TempDir(std::env::temp_dir().join(format!(
-        "sloop-am-{}-{}",
-        std::process::id(),
-        free_port()
-    )));
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let config = std::fs::read_to_string(config_path())
-        .unwrap()
-        .replace("http://127.0.0.1:9095", webhook)
-        .replace("group_wait: 30s", "group_wait: 1s")
-        .replace("group_wait: 10s", "group_wait: 1s")
-        .replace("group_interval: 5m", "group_interval: 1s");
-    let config_file = dir.0.join("alertmanager.yml");
-    std::fs::write(&config_file, config).unwrap();
-    let port = free_port();
-    let child = Command::new(binary)
-        .arg(format!("--config.file={}", config_file.display()))
-        .arg(format!("--storage.path={}", dir.0.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--cluster.listen-address=")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("alertmanager starts");
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !reqwest::get(format!("{url}/-/ready"))
-        .await
-        .is_ok_and(|r| r.status().is_success())
-    {
-        assert!(
-            Instant::now() < deadline,
-            "alertmanager did not become ready at {url}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Alertmanager {
-        child,
-        url,
-        _dir: dir,
-    }
 }
 
 async fn start_webhook() -> (String, Received) {
@@ -193,7 +94,7 @@ fn got(received: &Received, receiver: &str) -> Vec<(String, String)> {
 #[tokio::test]
 async fn pages_and_tickets_reach_their_receivers_and_a_paging_slo_holds_its_ticket() {
     let (webhook, received) = start_webhook().await;
-    let am = start_alertmanager(&webhook).await;
+    let am = alertmanager(&alertmanager_config_for_tests(&webhook)).await;
     let client = reqwest::Client::new();
     let alerts = json!([
         alert("ErrorBudgetBurnPage", "page", "requests-availability"),
@@ -269,7 +170,7 @@ fn anchor(heading: &str) -> String {
 
 #[test]
 fn every_slo_alert_links_a_runbook_section_that_exists() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = repo_root();
     let mut checked = 0;
     for entry in std::fs::read_dir(root.join("alerts")).unwrap() {
         let path = entry.unwrap().path();
