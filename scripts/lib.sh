@@ -159,10 +159,12 @@ stop_servers() {
 }
 
 # Starts the release sloop-user on a free loopback port with database URL $1, telemetry
-# $2 (`on`: spans to $OTLP_ENDPOINT, which must be set; `off`: OTEL_SDK_DISABLED=true) and
-# stdout/stderr to file $3. Waits until ready; sets USER_PID and USER_URL.
+# $2 (`on`: spans to $OTLP_ENDPOINT, which must be set; `off`: OTEL_SDK_DISABLED=true),
+# stdout/stderr to file $3 and any further arguments passed on (e.g. --chaos). Waits until
+# ready; sets USER_PID and USER_URL.
 start_user_service() {
   local database_url="$1" telemetry="$2" log="$3" port
+  shift 3
   local env=(OTEL_SERVICE_NAME=user LOG_FORMAT=json)
   case "$telemetry" in
     on) env+=(OTEL_EXPORTER_OTLP_ENDPOINT="$OTLP_ENDPOINT" OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf) ;;
@@ -171,7 +173,7 @@ start_user_service() {
   esac
   port="$(free_port)"
   env "${env[@]}" target/release/sloop-user --listen "127.0.0.1:$port" \
-    --database-url "$database_url" >"$log" 2>&1 &
+    --database-url "$database_url" "$@" >"$log" 2>&1 &
   USER_PID=$!
   SLOOP_PIDS+=("$USER_PID")
   USER_URL="http://127.0.0.1:$port"

@@ -6,11 +6,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
+use serde::Serialize;
 use serde_json::json;
+use utoipa::{OpenApi, ToSchema};
 
 use crate::ChaosError;
-use crate::faults::Faults;
-use crate::rule::Rule;
+use crate::faults::{Fault, Faults};
+use crate::rule::{Abort, Action, Delay, Matcher, Rule, Target};
 
 #[derive(Clone)]
 struct Admin {
@@ -20,13 +22,85 @@ struct Admin {
 
 /// `/chaos/faults` for `faults`, answering only requests that carry `Authorization:
 /// Bearer <token>`.
+/// The document itself (`/chaos/openapi.json`) needs no token.
 pub fn router(faults: Faults, token: String) -> Router {
     Router::new()
         .route("/chaos/faults", get(list).post(apply).delete(clear))
         .route("/chaos/faults/{id}", delete(remove))
         .with_state(Admin { faults, token })
+        .route(
+            "/chaos/openapi.json",
+            get(|| async { Json(AdminApi::openapi()) }),
+        )
 }
 
+/// The admin API's contract.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "sloop chaos admin API",
+        description = "Served by a service started with --chaos and CHAOS_TOKEN: list, apply, delete and clear its fault rules. Every operation needs `Authorization: Bearer <CHAOS_TOKEN>`."
+    ),
+    paths(list, apply, clear, remove),
+    components(schemas(Rule, Target, Matcher, Action, Delay, Abort, Fault, Listed, Cleared, AdminProblem)),
+    modifiers(&BearerToken)
+)]
+pub struct AdminApi;
+
+struct BearerToken;
+
+impl utoipa::Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            Http, HttpAuthScheme, SecurityRequirement, SecurityScheme,
+        };
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(
+                "chaos_token",
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            );
+        openapi.security = Some(vec![SecurityRequirement::new(
+            "chaos_token",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+/// `GET /chaos/faults`.
+#[derive(Serialize, ToSchema)]
+struct Listed {
+    service: String,
+    /// Most rules active at once.
+    cap: usize,
+    faults: Vec<Fault>,
+}
+
+/// `DELETE /chaos/faults`.
+#[derive(Serialize, ToSchema)]
+struct Cleared {
+    cleared: usize,
+}
+
+/// An RFC 9457 problem document.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Problem)]
+struct AdminProblem {
+    #[serde(rename = "type")]
+    kind: String,
+    title: String,
+    status: u16,
+    detail: String,
+}
+
+#[utoipa::path(
+    get, path = "/chaos/faults",
+    responses(
+        (status = 200, description = "The active faults", body = Listed),
+        (status = 401, description = "No or wrong token", body = AdminProblem, content_type = "application/problem+json"),
+    )
+)]
 async fn list(State(admin): State<Admin>, headers: HeaderMap) -> Response {
     if !admin.authorized(&headers) {
         return denied();
@@ -39,6 +113,15 @@ async fn list(State(admin): State<Admin>, headers: HeaderMap) -> Response {
     .into_response()
 }
 
+#[utoipa::path(
+    post, path = "/chaos/faults", request_body = Rule,
+    responses(
+        (status = 201, description = "Applied", body = Fault),
+        (status = 401, description = "No or wrong token", body = AdminProblem, content_type = "application/problem+json"),
+        (status = 409, description = "As many faults as allowed are active", body = AdminProblem, content_type = "application/problem+json"),
+        (status = 422, description = "Not a valid rule; the detail says why", body = AdminProblem, content_type = "application/problem+json"),
+    )
+)]
 async fn apply(
     State(admin): State<Admin>,
     headers: HeaderMap,
@@ -70,6 +153,13 @@ async fn apply(
     }
 }
 
+#[utoipa::path(
+    delete, path = "/chaos/faults",
+    responses(
+        (status = 200, description = "Every fault removed", body = Cleared),
+        (status = 401, description = "No or wrong token", body = AdminProblem, content_type = "application/problem+json"),
+    )
+)]
 async fn clear(State(admin): State<Admin>, headers: HeaderMap) -> Response {
     if !admin.authorized(&headers) {
         return denied();
@@ -77,6 +167,15 @@ async fn clear(State(admin): State<Admin>, headers: HeaderMap) -> Response {
     Json(json!({ "cleared": admin.faults.clear() })).into_response()
 }
 
+#[utoipa::path(
+    delete, path = "/chaos/faults/{id}",
+    params(("id" = String, Path, description = "The fault's id, as applying it answered")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, description = "No or wrong token", body = AdminProblem, content_type = "application/problem+json"),
+        (status = 404, description = "No such active fault (it may have expired)", body = AdminProblem, content_type = "application/problem+json"),
+    )
+)]
 async fn remove(
     State(admin): State<Admin>,
     headers: HeaderMap,
@@ -244,5 +343,33 @@ mod tests {
         );
         let (status, body) = apply(&app, r#"{"action":"reset"}"#).await;
         assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    }
+
+    #[tokio::test]
+    async fn the_contract_describes_every_operation_without_a_token() {
+        let app = router(Faults::new("user", 4), TOKEN.to_owned());
+        let (status, doc) = call(&app, "GET", "/chaos/openapi.json", None, "").await;
+        assert_eq!(status, StatusCode::OK, "{doc}");
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+        let paths = &doc["paths"];
+        for (path, method) in [
+            ("/chaos/faults", "get"),
+            ("/chaos/faults", "post"),
+            ("/chaos/faults", "delete"),
+            ("/chaos/faults/{id}", "delete"),
+        ] {
+            assert!(
+                paths[path][method].is_object(),
+                "{method} {path} missing: {doc}"
+            );
+            assert!(paths[path][method]["responses"]["401"].is_object());
+        }
+        for schema in ["Rule", "Target", "Fault", "Problem"] {
+            assert!(
+                doc["components"]["schemas"][schema].is_object(),
+                "{schema}: {doc}"
+            );
+        }
+        assert!(doc["components"]["securitySchemes"]["chaos_token"].is_object());
     }
 }
