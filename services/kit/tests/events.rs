@@ -154,6 +154,11 @@ struct Pair {
 
 impl Pair {
     async fn start(kafka: bool) -> Self {
+        Self::start_with(kafka, None).await
+    }
+
+    /// With `chaos_token`, the consumer runs with chaos on and that admin token.
+    async fn start_with(kafka: bool, chaos_token: Option<&str>) -> Self {
         let broker = if kafka {
             Some(Broker::start().await)
         } else {
@@ -168,11 +173,13 @@ impl Pair {
             .bus(bus.clone())
             .spawn()
             .await;
-        let consumer = TestApp::builder(consumer())
+        let mut consumer = TestApp::builder(consumer())
             .backend(TestBackend::Sqlite)
-            .bus(bus.clone())
-            .spawn()
-            .await;
+            .bus(bus.clone());
+        if let Some(token) = chaos_token {
+            consumer = consumer.chaos(token);
+        }
+        let consumer = consumer.spawn().await;
         Self {
             producer,
             consumer,
@@ -411,6 +418,38 @@ async fn failing_events_are_retried_then_dead_lettered_with_the_reason(kafka: bo
         metrics.contains("messaging_dead_lettered_messages_total{"),
         "{metrics}"
     );
+    pair.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_consume_fault_fails_handling_until_it_goes() {
+    let token = "events-chaos";
+    let mut pair = Pair::start_with(false, Some(token)).await;
+    let applied = pair
+        .consumer
+        .request(reqwest::Method::POST, "/chaos/faults")
+        .header("authorization", &format!("Bearer {token}"))
+        .json(&json!({"target": "consume", "action": {"abort": {"status": 503, "detail": "the ledger is down"}}}))
+        .send()
+        .await;
+    applied.assert_status(201);
+    pair.write("hit", 1, 1).await;
+    let dead = pair.read_all(&format!("{}.dlq", ENTRY.topic), 1).await;
+    assert_eq!(
+        dead.len(),
+        1,
+        "the injected failure is retried, then dead-lettered"
+    );
+    assert_eq!(dead[0].header("dlq_reason"), Some("the ledger is down"));
+    assert_eq!(pair.applied().await, 0);
+    pair.consumer
+        .request(reqwest::Method::DELETE, "/chaos/faults")
+        .header("authorization", &format!("Bearer {token}"))
+        .send()
+        .await
+        .assert_status(200);
+    pair.write("after", 1, 1).await;
+    pair.wait_applied(1, Duration::from_secs(30)).await;
     pair.stop().await;
 }
 
