@@ -5,54 +5,20 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use platform_tests::monitoring::{self, Server};
 
 use serde_json::Value;
 use support::{FAILED, GOOD, SLOW, TOTAL, close, repo, slo, slo_report, traffic, user_service};
 
-struct PrometheusServer {
-    child: Child,
-    url: String,
-    dir: PathBuf,
-}
-
-impl Drop for PrometheusServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn start_prometheus(target: &str) -> PrometheusServer {
-    let binary = std::env::var("PROMETHEUS").unwrap_or_else(|_| "prometheus".into());
-    let dir = std::env::temp_dir().join(format!("slo-prom-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+/// Prometheus scraping `target` every second, running the generated user rules.
+async fn start_prometheus(target: &str) -> Server {
     let config = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {rules}\nscrape_configs:\n  - job_name: user\n    static_configs:\n      - targets: ['{target}']\n",
         rules = repo().join("alerts/user.rules.yml").display()
     );
-    std::fs::write(dir.join("prometheus.yml"), config).unwrap();
-    let child = Command::new(&binary)
-        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start `{binary}` ({e}): apt-get install prometheus, or run ./scripts/test.sh"));
-    PrometheusServer {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        dir,
-    }
+    monitoring::prometheus(&config).await
 }
 
 async fn query(prometheus: &str, promql: &str) -> Value {
@@ -98,16 +64,7 @@ async fn report_from_prometheus_matches_the_traffic() {
     // stands in the same proportion to its increase, so rate()'s extrapolation (which it
     // limits near a counter's zero point) scales every series alike: ratios come out exact.
     traffic(&app, GOOD, FAILED, SLOW).await;
-    let prometheus = start_prometheus(&app.addr.to_string());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while reqwest::get(format!("{}/-/ready", prometheus.url))
-        .await
-        .map(|r| r.status() != 200)
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "Prometheus did not become ready");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let prometheus = start_prometheus(&app.addr.to_string()).await;
     two_more_scrapes(&prometheus.url).await;
     traffic(&app, GOOD, FAILED, SLOW).await;
     two_more_scrapes(&prometheus.url).await;
