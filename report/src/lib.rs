@@ -111,7 +111,13 @@ impl Chart {
             }));
         }
         for (_, label) in &self.thresholds {
-            series.push(json!({ "label": label, "stroke": "#c62828", "dash": [6, 4], "width": 1 }));
+            series.push(json!({
+                "label": label,
+                "stroke": "#c62828",
+                "dash": [6, 4],
+                "width": 1,
+                "points": { "show": false },
+            }));
         }
         let bands: Vec<serde_json::Value> = self
             .bands
