@@ -225,6 +225,15 @@ impl Faults {
     /// what to report for an abort. The caller turns that into its own kind of failure.
     pub async fn inject_dependency(&self, target: Target, label: &str) -> Result<(), String> {
         let injection = self.decide_dependency(target, label, &mut rand::rng());
+        if let Some(injection) = &injection {
+            // On the span in hand: the request's for a query, the send's, the process's.
+            tracing::warn!(
+                chaos.fault = injection.kind(),
+                chaos.rule = injection.rule(),
+                chaos.target = target.as_str(),
+                "chaos fault injected"
+            );
+        }
         match injection {
             None => Ok(()),
             Some(Injection::Delay { by, .. }) => {

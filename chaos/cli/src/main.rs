@@ -452,16 +452,17 @@ fn rule_ttl(fault: &Value) -> String {
 
 fn print_table(listed: &[Value]) {
     println!(
-        "{:<12} {:<12} {:<8} {:<24} {:<32} {:>6} {:>9} {:>8}",
-        "service", "id", "method", "route", "action", "prob", "expires", "hits"
+        "{:<12} {:<12} {:<9} {:<8} {:<24} {:<32} {:>6} {:>9} {:>8}",
+        "service", "id", "target", "method", "route", "action", "prob", "expires", "hits"
     );
     for body in listed {
         for fault in body["faults"].as_array().into_iter().flatten() {
             let rule = &fault["rule"];
             println!(
-                "{:<12} {:<12} {:<8} {:<24} {:<32} {:>6} {:>9} {:>8}",
+                "{:<12} {:<12} {:<9} {:<8} {:<24} {:<32} {:>6} {:>9} {:>8}",
                 body["service"].as_str().unwrap_or("?"),
                 fault["id"].as_str().unwrap_or("?"),
+                rule["target"].as_str().unwrap_or("http"),
                 rule["match"]["method"].as_str().unwrap_or("*"),
                 rule["match"]["route"].as_str().unwrap_or("*"),
                 rule["action"].to_string(),
