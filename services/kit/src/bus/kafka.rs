@@ -70,6 +70,11 @@ impl KafkaBus {
         topics.sort();
         // A broker refuses a request naming a topic twice.
         topics.dedup();
+        // Create only what is missing: asking a broker to create a topic it has is an error
+        // some brokers handle badly (Tansu 0.6's SQLite storage leaves its transaction open
+        // and stops serving).
+        let existing = self.existing_topics().await;
+        topics.retain(|t| !existing.contains(t));
         if topics.is_empty() {
             return Ok(());
         }
@@ -98,6 +103,20 @@ impl KafkaBus {
             }
         }
         Ok(())
+    }
+
+    /// The topics the cluster has; empty when it cannot say (then creation finds out).
+    async fn existing_topics(&self) -> Vec<String> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(10))
+                .map(|m| m.topics().iter().map(|t| t.name().to_owned()).collect())
+                .unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default()
     }
 
     pub async fn publish(&self, message: &Message) -> Result<(), BusError> {
