@@ -138,9 +138,9 @@ impl Chart {
             "<div class=\"chart\" id=\"chart{id}\"></div><script>(()=>{{const el=document.getElementById('chart{id}');\
 const opts={options};opts.width=el.clientWidth;opts.plugins=[sloopBands({bands})];\
 const u=new uPlot(opts,{data},el);addEventListener('resize',()=>u.setSize({{width:el.clientWidth,height:320}}));}})();</script>",
-            options = options,
-            bands = json!(bands),
-            data = self.aligned(),
+            options = script_safe(&options),
+            bands = script_safe(&json!(bands)),
+            data = script_safe(&self.aligned()),
         )
     }
 }
@@ -212,6 +212,15 @@ impl Page {
     }
 }
 
+/// `value` as a JavaScript literal that cannot end its `<script>` element: `<` only occurs
+/// inside JSON strings, where `<\/` and `<\!` read as `</` and `<!`.
+fn script_safe(value: &serde_json::Value) -> String {
+    value
+        .to_string()
+        .replace("</", "<\\/")
+        .replace("<!", "<\\!")
+}
+
 /// Text made safe inside HTML elements and attributes.
 pub fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -240,6 +249,16 @@ mod tests {
             !html.contains("<script src="),
             "nothing is fetched from the network"
         );
+    }
+
+    #[test]
+    fn names_cannot_close_the_script() {
+        let mut page = Page::new("t");
+        page.chart(Chart::new("</script><b>x", "s", "y").series("<!-- a", &[(0.0, 1.0)]));
+        let html = page.render();
+        assert!(!html.contains("</script><b>"), "{html}");
+        assert!(html.contains("<\\/script><b>x"));
+        assert!(!html.contains("\"<!-- a"));
     }
 
     #[test]
