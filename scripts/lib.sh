@@ -7,6 +7,8 @@ declare -A SLOOP_PACKAGES=(
   [amtool]=prometheus-alertmanager
   [wrk]=wrk
   [nginx]=nginx
+  [patch]=patch
+  [curl]=curl
 )
 
 postgres_bin() {
@@ -19,7 +21,7 @@ ensure_packages() {
   # The scripts use python3 for free ports, readiness checks and the OTLP sink.
   command -v python3 >/dev/null 2>&1 || missing+=(python3)
   local cmd
-  for cmd in promtool amtool wrk nginx; do
+  for cmd in promtool amtool wrk nginx patch curl; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${SLOOP_PACKAGES[$cmd]}")
   done
   if ((${#missing[@]} == 0)); then
@@ -46,16 +48,41 @@ ensure_schemathesis() {
   export SCHEMATHESIS
 }
 
-# The Tansu Kafka-protocol broker, built from crates.io into cargo's bin folder when
-# missing (about 15 minutes on two cores, once); sets TANSU_BIN.
+# The Tansu Kafka-protocol broker 0.6.0 from crates.io, built with one fix of ours
+# (third_party/tansu/*.patch: in 0.6.0 one failed storage request, or a client that goes
+# away mid-request, stops the storage for good, and writes already acknowledged are lost)
+# into ~/.cache/sloop when missing: about 15 minutes on two cores, once. Sets TANSU_BIN.
 TANSU_VERSION=0.6.0
+TANSU_BUILD="tansu-$TANSU_VERSION-sloop2"
 ensure_tansu() {
-  local bin="${CARGO_HOME:-$HOME/.cargo}/bin/tansu"
-  if [[ ! -x "$bin" ]] || ! "$bin" --version 2>/dev/null | grep -q "$TANSU_VERSION"; then
-    echo "==> installing the Tansu broker $TANSU_VERSION (cargo install; once, about 15 minutes)"
-    cargo install tansu --version "$TANSU_VERSION" --locked --features libsql
+  local root="$HOME/.cache/sloop/$TANSU_BUILD"
+  if [[ ! -x "$root/bin/tansu" ]]; then
+    echo "==> building the Tansu broker $TANSU_VERSION with third_party/tansu patches (once, about 15 minutes)"
+    local src
+    src="$(mktemp -d /tmp/sloop-tansu-src.XXXXXX)"
+    local crate
+    for crate in tansu tansu-storage; do
+      curl -sSfL "https://static.crates.io/crates/$crate/$crate-$TANSU_VERSION.crate" | tar xz -C "$src"
+    done
+    local patch
+    for patch in third_party/tansu/*.patch; do
+      patch -d "$src/tansu-storage-$TANSU_VERSION" -p1 <"$patch"
+    done
+    # Build tansu against the patched storage, keeping every other version its lock file pins.
+    printf '\n[patch.crates-io]\ntansu-storage = { path = "../tansu-storage-%s" }\n' "$TANSU_VERSION" \
+      >>"$src/tansu-$TANSU_VERSION/Cargo.toml"
+    python3 - "$src/tansu-$TANSU_VERSION/Cargo.lock" <<'PY'
+import re, sys
+path = sys.argv[1]
+lock = open(path).read()
+# The patched package comes from a path now: no registry source, no checksum.
+lock = re.sub(r'(name = "tansu-storage"\nversion = "[^"]+"\n)source = "[^"]+"\nchecksum = "[^"]+"\n', r"\1", lock)
+open(path, "w").write(lock)
+PY
+    cargo install --path "$src/tansu-$TANSU_VERSION" --locked --features libsql --root "$root"
+    rm -rf "$src"
   fi
-  TANSU_BIN="$bin"
+  TANSU_BIN="$root/bin/tansu"
   export TANSU_BIN
 }
 

@@ -11,8 +11,11 @@ use tokio::process::{Child, Command};
 use crate::bus::BusUrl;
 
 /// How to get the broker when it is missing.
-const INSTALL: &str = "cargo install tansu --version 0.6.0 --locked --features libsql \
-                       (./scripts/test.sh does this when it is missing)";
+const INSTALL: &str = "run ./scripts/test.sh, or `source scripts/lib.sh && ensure_tansu`, which \
+                       builds Tansu 0.6.0 with the fix in third_party/tansu into ~/.cache/sloop";
+
+/// Where `ensure_tansu` (scripts/lib.sh) builds the patched broker, under the home folder.
+const PATCHED_BUILD: &str = ".cache/sloop/tansu-0.6.0-sloop2/bin/tansu";
 
 /// A running Tansu broker, stopped when dropped.
 pub struct Broker {
@@ -82,11 +85,11 @@ impl Broker {
     }
 
     /// Restarts the broker if it panicked inside since the last look, as a supervisor
-    /// (systemd, Kubernetes) would: Tansu 0.6 sometimes panics in its storage task
+    /// (systemd, Kubernetes) would. Unpatched Tansu 0.6 panics in its storage task
     /// (`tansu-storage` service.rs:337, `unreachable!`) and then serves no requests while
-    /// its process lives on. Data and offsets survive, so what the test checks (nothing
-    /// lost, nothing applied twice, order kept) must hold across it. Returns whether it
-    /// restarted.
+    /// its process lives on; third_party/tansu fixes that, and this stays for a broker
+    /// found elsewhere. Data and offsets survive, so what the tests check (nothing lost,
+    /// nothing applied twice, order kept) must hold across it. Returns whether it restarted.
     pub async fn restart_if_crashed(&mut self) -> bool {
         let panics = self.log().matches("panicked at").count();
         if panics <= self.panics_seen {
@@ -168,9 +171,17 @@ impl Drop for Broker {
     }
 }
 
+/// `TANSU_BIN`, else the patched build, else a `tansu` on PATH or in cargo's bin folder
+/// (an unpatched 0.6.0 works, but its storage can stop after one failed request).
 fn find_binary() -> Option<PathBuf> {
     if let Ok(path) = std::env::var("TANSU_BIN") {
         return Some(PathBuf::from(path));
+    }
+    if let Some(patched) = std::env::var_os("HOME")
+        .map(|home| Path::new(&home).join(PATCHED_BUILD))
+        .filter(|p| p.is_file())
+    {
+        return Some(patched);
     }
     let on_path = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
