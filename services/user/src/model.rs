@@ -98,6 +98,7 @@ pub struct UserPatch {
         max_length = 100,
         pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
     )]
+    #[serde(default, deserialize_with = "present")]
     pub name: Option<String>,
 }
 

@@ -248,6 +248,9 @@ async fn bad_input_gets_problem_documents(backend: TestBackend) {
     app.patch(&unknown, &json!({ "email": null }))
         .await
         .assert_problem(422, "null");
+    app.patch(&unknown, &json!({ "email": "a@example.com", "name": null }))
+        .await
+        .assert_problem(422, "null");
     app.get("/nope").await.assert_problem(404, "no such route");
     app.delete("/users").await.assert_problem(405, "method");
 
