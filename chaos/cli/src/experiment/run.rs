@@ -123,10 +123,11 @@ pub async fn run(
         deviations: Arc::default(),
         seen: Arc::new(Mutex::new(vec![Seen::default(); plan.expect.len()])),
         inbox: None,
+        alerts: Vec::new(),
     };
     let (verdict, reason) = run.execute(settings.webhook, &mut interrupted).await;
     let series = run.burn_series().await;
-    let alerts = run.alert_records();
+    let alerts = std::mem::take(&mut run.alerts);
     Journal {
         experiment: plan.path.display().to_string(),
         title: plan.title.clone(),
@@ -156,6 +157,8 @@ struct Run<'a> {
     deviations: Arc<Mutex<Vec<String>>>,
     seen: Arc<Mutex<Vec<Seen>>>,
     inbox: Option<Inbox>,
+    /// What became of each expected alert, judged once the watchers have stopped.
+    alerts: Vec<AlertRecord>,
 }
 
 /// Why the method stopped early.
@@ -216,6 +219,9 @@ impl Run<'_> {
         for load in loads {
             load.abort();
         }
+        // Judged before the verdict: an alert that did not fire, resolve or notify in time
+        // is a deviation.
+        self.alerts = self.alert_records();
         if let Some(outcome) = outcome {
             return outcome;
         }
@@ -251,11 +257,11 @@ impl Run<'_> {
                 ));
             }
         }
-        for expected in self.plan.expect.iter().filter(|e| e.fires) {
+        for expected in &self.plan.expect {
             match self.alertmanager.firing(expected).await {
                 Ok(false) => {}
                 Ok(true) => failed.push(format!(
-                    "{} is firing already, so the experiment cannot show that it fires",
+                    "{} is firing already, so the experiment cannot show what the faults do to it",
                     expected.describe()
                 )),
                 Err(err) => failed.push(err),
@@ -492,6 +498,12 @@ impl Run<'_> {
                         Ok(firing) => firing,
                         Err(err) => {
                             recorder.record("during", "alert", &e.describe(), false, json!(err));
+                            // Not knowing is not the same as silent.
+                            let unknown = format!("the state of {} is unknown", e.describe());
+                            let mut deviations = deviations.lock().expect("deviations lock");
+                            if !deviations.iter().any(|d| d.starts_with(&unknown)) {
+                                deviations.push(format!("{unknown}: {err}"));
+                            }
                             continue;
                         }
                     };
