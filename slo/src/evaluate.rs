@@ -123,14 +123,21 @@ impl Prometheus {
 
     /// Evaluates `query` at this source's instant; an empty result is 0 (no series: no events).
     pub fn instant(&self, query: &str) -> Result<f64, SourceError> {
+        Ok(self.sample(query)?.filter(|v| v.is_finite()).unwrap_or(0.0))
+    }
+
+    /// The first sample of `query` at this source's instant, `None` when the answer is
+    /// empty; a scalar answer counts as a sample.
+    pub fn sample(&self, query: &str) -> Result<Option<f64>, SourceError> {
         let time = self.at.to_string();
         let body = self.get("/api/v1/query", &[("query", query), ("time", &time)])?;
-        let result = &body["data"]["result"];
-        Ok(result[0]["value"][1]
-            .as_str()
-            .and_then(|v| v.parse::<f64>().ok())
-            .filter(|v| v.is_finite())
-            .unwrap_or(0.0))
+        let data = &body["data"];
+        let value = if data["resultType"] == "scalar" {
+            &data["result"][1]
+        } else {
+            &data["result"][0]["value"][1]
+        };
+        Ok(value.as_str().and_then(|v| v.parse::<f64>().ok()))
     }
 
     /// Values of `query` every `step` over the last `span`.
@@ -140,10 +147,20 @@ impl Prometheus {
         span: Duration,
         step: Duration,
     ) -> Result<Vec<f64>, SourceError> {
-        let end = self.at;
-        let start = (end - span.as_secs_f64()).to_string();
-        let end = end.to_string();
-        let step = step.as_secs().to_string();
+        let points = self.points(query, self.at - span.as_secs_f64(), self.at, step)?;
+        Ok(points.into_iter().map(|(_, v)| v).collect())
+    }
+
+    /// `(unix time, value)` of `query` every `step` from `start` to `end` (unix seconds).
+    pub fn points(
+        &self,
+        query: &str,
+        start: f64,
+        end: f64,
+        step: Duration,
+    ) -> Result<Vec<(f64, f64)>, SourceError> {
+        let (start, end) = (start.to_string(), end.to_string());
+        let step = step.as_secs().max(1).to_string();
         let body = self.get(
             "/api/v1/query_range",
             &[
@@ -157,7 +174,7 @@ impl Prometheus {
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|pair| pair[1].as_str()?.parse::<f64>().ok())
+            .filter_map(|pair| Some((pair[0].as_f64()?, pair[1].as_str()?.parse::<f64>().ok()?)))
             .collect())
     }
 

@@ -413,7 +413,11 @@ fn describe(plan: &Plan, targets: &Targets) -> String {
                 humantime::format_duration(*d)
             ),
         };
-        let _ = writeln!(text, "  {}. {} — {what}", i + 1, step.name);
+        if step.name == what {
+            let _ = writeln!(text, "  {}. {what}", i + 1);
+        } else {
+            let _ = writeln!(text, "  {}. {} — {what}", i + 1, step.name);
+        }
     }
     let _ = writeln!(text, "rollback: delete every fault applied above (always)");
     for e in &plan.expect {

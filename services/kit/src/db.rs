@@ -47,8 +47,9 @@ pub struct Database {
 impl Database {
     /// Connects, creating a SQLite file if it is missing, and applies the kit's migrations
     /// and then the service's `migrations`.
-    /// With `faults` (chaos on), every connection taken from the pool first passes the
-    /// active `database` faults: delayed, or refused so the query fails.
+    /// With `faults` (chaos on), every connection taken from the pool, and every new one
+    /// it opens, first passes the active `database` faults: delayed, or refused (the pool
+    /// then tries another connection, so only an abort at probability 1 fails queries).
     pub async fn connect(
         url: &str,
         max_connections: u32,

@@ -111,28 +111,16 @@ async fn promql(
     Ok((held, format!("{} (want {range})", round(value))))
 }
 
-/// The first sample of an instant query, `None` when the answer is empty.
-pub async fn instant(prometheus: &str, query: &str) -> Result<Option<f64>, String> {
-    let url = format!("{}/api/v1/query", prometheus.trim_end_matches('/'));
-    let body: serde_json::Value = reqwest::Client::new()
-        .get(&url)
-        .query(&[("query", query)])
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .map_err(|e| format!("cannot reach Prometheus at {url}: {e}"))?
-        .json()
-        .await
-        .map_err(|e| format!("{url}: not a Prometheus answer: {e}"))?;
-    if body["status"] != "success" {
-        return Err(format!(
-            "Prometheus rejected `{query}`: {}",
-            body["error"].as_str().unwrap_or("unknown error")
-        ));
-    }
-    Ok(body["data"]["result"][0]["value"][1]
-        .as_str()
-        .and_then(|v| v.parse::<f64>().ok()))
+/// The first sample of an instant query now, `None` when the answer is empty.
+async fn instant(prometheus: &str, query: &str) -> Result<Option<f64>, String> {
+    let (base, query) = (prometheus.to_owned(), query.to_owned());
+    tokio::task::spawn_blocking(move || {
+        slo::evaluate::Prometheus::new(&base)
+            .sample(&query)
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| format!("the query failed: {e}"))?
 }
 
 /// Holds while no burn-rate condition of `severity` holds and, if given, the burn over the

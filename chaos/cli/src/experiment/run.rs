@@ -196,15 +196,21 @@ impl Run<'_> {
         ];
         let mut loads = Vec::new();
         let stopped = self.method(&mut loads, interrupted).await;
-        self.rollback().await;
+        let left = self.rollback().await;
 
         let outcome = match stopped {
             Some(Stop::Interrupted) => Some((
                 Verdict::Aborted,
-                format!(
-                    "interrupted; {} fault(s) rolled back, nothing left active",
-                    self.applied.len()
-                ),
+                match left {
+                    0 => format!(
+                        "interrupted; {} fault(s) rolled back, nothing left active",
+                        self.applied.len()
+                    ),
+                    left => format!(
+                        "interrupted; {left} of {} fault(s) could not be rolled back and stay until their TTL",
+                        self.applied.len()
+                    ),
+                },
             )),
             Some(Stop::Failed(reason)) => Some((Verdict::Aborted, reason)),
             None => None,
@@ -409,8 +415,9 @@ impl Run<'_> {
     }
 
     /// Deletes every fault this run applied, whatever happened; a fault that expired
-    /// already counts as removed.
-    async fn rollback(&mut self) {
+    /// already counts as removed. Answers how many could not be deleted.
+    async fn rollback(&mut self) -> usize {
+        let mut left = 0;
         for (service, id) in &self.applied {
             // How often it struck, for the journal: a fault that hit nothing proved nothing.
             let injected = self
@@ -437,18 +444,22 @@ impl Run<'_> {
                         "injected": injected,
                     }),
                 ),
-                Err(err) => self.recorder.record(
-                    "rollback",
-                    "rollback",
-                    &format!("{service} {id}"),
-                    false,
-                    json!(format!("{err:#}; it expires by its TTL")),
-                ),
+                Err(err) => {
+                    left += 1;
+                    self.recorder.record(
+                        "rollback",
+                        "rollback",
+                        &format!("{service} {id}"),
+                        false,
+                        json!(format!("{err:#}; it expires by its TTL")),
+                    )
+                }
             }
         }
         if let Some((from, _)) = self.fault_window {
             self.fault_window = Some((from, self.recorder.t()));
         }
+        left
     }
 
     /// Checks the `during` probes every interval until told to stop; a failure is a
@@ -817,30 +828,21 @@ async fn range(prometheus: &str, query: &str, start: Instant, end: f64) -> Vec<(
         .unwrap_or_default()
         .as_secs_f64();
     let began = now - start.elapsed().as_secs_f64();
-    let url = format!("{}/api/v1/query_range", prometheus.trim_end_matches('/'));
-    let answer = reqwest::Client::new()
-        .get(&url)
-        .query(&[
-            ("query", query.to_owned()),
-            ("start", began.to_string()),
-            ("end", (began + end).to_string()),
-            ("step", "5".to_owned()),
-        ])
-        .timeout(Duration::from_secs(20))
-        .send()
-        .await;
-    let Ok(response) = answer else {
-        return Vec::new();
-    };
-    let body: serde_json::Value = response.json().await.unwrap_or_default();
-    body["data"]["result"][0]["values"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|pair| {
-            let t = pair[0].as_f64()?;
-            let v = pair[1].as_str()?.parse::<f64>().ok()?;
-            Some(((t - began).max(0.0), v))
-        })
-        .collect()
+    let (base, query) = (prometheus.to_owned(), query.to_owned());
+    let points = tokio::task::spawn_blocking(move || {
+        slo::evaluate::Prometheus::new(&base).points(
+            &query,
+            began,
+            began + end,
+            Duration::from_secs(5),
+        )
+    })
+    .await;
+    match points {
+        Ok(Ok(points)) => points
+            .into_iter()
+            .map(|(t, v)| ((t - began).max(0.0), v))
+            .collect(),
+        _ => Vec::new(),
+    }
 }

@@ -305,14 +305,20 @@ impl Checker<'_> {
         }
     }
 
+    /// A duration up to a day: longer is a typo, and would overflow deadlines.
     fn duration(&self, text: &Spanned<String>, field: &str) -> Result<Duration, SpecError> {
-        humantime::parse_duration(text.value.trim()).map_err(|e| {
-            self.invalid(
-                text.referenced.line(),
-                field,
-                format!("`{}` is not a duration like 30s or 5m: {e}", text.value),
-            )
-        })
+        const LONGEST: Duration = Duration::from_secs(24 * 60 * 60);
+        let invalid = |message: String| self.invalid(text.referenced.line(), field, message);
+        let d = humantime::parse_duration(text.value.trim()).map_err(|e| {
+            invalid(format!(
+                "`{}` is not a duration like 30s or 5m: {e}",
+                text.value
+            ))
+        })?;
+        if d > LONGEST {
+            return Err(invalid(format!("`{}` is longer than a day", text.value)));
+        }
+        Ok(d)
     }
 
     fn optional_duration(
@@ -765,6 +771,9 @@ expect_alerts:
         let err = error(&bad_rule);
         assert!(err.contains("method[1].fault.rule"), "{err}");
         assert!(err.contains("probability"), "{err}");
+
+        let forever = GOOD.replace("- wait: 2s", "- wait: 300000000000y");
+        assert!(error(&forever).contains("longer than a day"));
 
         let no_deadline = GOOD.replace("    fires_within: 3m\n", "");
         assert!(error(&no_deadline).contains("fires_within"));

@@ -71,8 +71,8 @@ impl KafkaBus {
         // A broker refuses a request naming a topic twice.
         topics.dedup();
         // Create only what is missing: asking a broker to create a topic it has is an error
-        // some brokers handle badly (Tansu 0.6's SQLite storage leaves its transaction open
-        // and stops serving).
+        // some brokers handle badly (unpatched Tansu 0.6 stops its storage on any failed
+        // request; see third_party/tansu).
         let existing = self.existing_topics().await;
         topics.retain(|t| !existing.contains(t));
         if topics.is_empty() {
