@@ -10,6 +10,7 @@ use rand::Rng;
 // Tokio's clock, so tests can move time forward instead of sleeping.
 use serde::Serialize;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use utoipa::ToSchema;
 
 use crate::ChaosError;
@@ -41,6 +42,14 @@ struct Active {
     applied_at: SystemTime,
     expires: Instant,
     injected: Arc<AtomicU64>,
+    /// Cancelled when the rule goes (deleted, cleared, expired): hangs it holds end then.
+    gone: CancellationToken,
+}
+
+impl Active {
+    fn remove(&self) {
+        self.gone.cancel();
+    }
 }
 
 /// A rule as listed: what it is, and how much longer it lives.
@@ -57,7 +66,7 @@ pub struct Fault {
 }
 
 /// What to do to one request, decided once before the service sees it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Injection {
     /// Hold it this long, then pass it on.
     Delay { rule: String, by: Duration },
@@ -69,8 +78,13 @@ pub enum Injection {
     },
     /// Drop the connection.
     Reset { rule: String },
-    /// Hold it for at most this long, then drop the connection.
-    Hang { rule: String, at_most: Duration },
+    /// Hold it for at most this long, or until the rule goes (`released`), then drop the
+    /// connection.
+    Hang {
+        rule: String,
+        at_most: Duration,
+        released: CancellationToken,
+    },
 }
 
 impl Injection {
@@ -119,7 +133,7 @@ impl Faults {
         rule.check(self.service).map_err(ChaosError::InvalidRule)?;
         let now = Instant::now();
         let mut rules = self.inner.rules.write().expect("faults lock");
-        rules.retain(|a| a.expires > now);
+        drop_expired(&mut rules, now);
         if rules.len() >= self.cap {
             return Err(ChaosError::CapReached { cap: self.cap });
         }
@@ -134,6 +148,7 @@ impl Faults {
             rule,
             applied_at: SystemTime::now(),
             injected: Arc::default(),
+            gone: CancellationToken::new(),
         };
         let listed = self.listed(&active, now);
         tracing::warn!(fault = %listed.id, action = active.rule.action.kind(), ttl = ?active.rule.ttl, "chaos fault applied");
@@ -158,7 +173,14 @@ impl Faults {
         let now = Instant::now();
         let mut rules = self.inner.rules.write().expect("faults lock");
         let found = rules.iter().any(|a| a.id == id && a.expires > now);
-        rules.retain(|a| a.id != id && a.expires > now);
+        rules.retain(|a| {
+            let keep = a.id != id;
+            if !keep {
+                a.remove();
+            }
+            keep
+        });
+        drop_expired(&mut rules, now);
         self.set_gauge(rules.len());
         found
     }
@@ -168,7 +190,7 @@ impl Faults {
         let now = Instant::now();
         let mut rules = self.inner.rules.write().expect("faults lock");
         let alive = rules.iter().filter(|a| a.expires > now).count();
-        rules.clear();
+        rules.drain(..).for_each(|a| a.remove());
         self.set_gauge(0);
         if alive > 0 {
             tracing::warn!(cleared = alive, "chaos faults cleared");
@@ -180,7 +202,7 @@ impl Faults {
     pub fn sweep(&self) {
         let now = Instant::now();
         let mut rules = self.inner.rules.write().expect("faults lock");
-        rules.retain(|a| a.expires > now);
+        drop_expired(&mut rules, now);
         self.set_gauge(rules.len());
     }
 
@@ -267,6 +289,8 @@ impl Faults {
             return None;
         }
         let mut delay: Option<(String, Duration)> = None;
+        // Counted only if no terminal fault wins: a delay that did not happen struck nothing.
+        let mut delays_hit = Vec::new();
         let mut terminal = None;
         for active in rules.iter().filter(|a| a.expires > now) {
             if active.rule.target != target
@@ -283,7 +307,7 @@ impl Faults {
                         None => (rule, by),
                         Some((first, sum)) => (first, sum + by),
                     });
-                    active.injected.fetch_add(1, Ordering::Relaxed);
+                    delays_hit.push(active);
                 }
                 Action::Abort(abort) if terminal.is_none() => {
                     terminal = Some((
@@ -300,7 +324,15 @@ impl Faults {
                 }
                 Action::Hang if terminal.is_none() => {
                     let at_most = active.expires.saturating_duration_since(now);
-                    terminal = Some((active, Injection::Hang { rule, at_most }))
+                    let released = active.gone.clone();
+                    terminal = Some((
+                        active,
+                        Injection::Hang {
+                            rule,
+                            at_most,
+                            released,
+                        },
+                    ))
                 }
                 _ => {}
             }
@@ -312,6 +344,9 @@ impl Faults {
             }
             None => {
                 let (rule, by) = delay?;
+                for active in delays_hit {
+                    active.injected.fetch_add(1, Ordering::Relaxed);
+                }
                 Injection::Delay { rule, by }
             }
         };
@@ -334,6 +369,17 @@ impl Faults {
     fn set_gauge(&self, active: usize) {
         gauge!(ACTIVE, "service" => self.service).set(active as f64);
     }
+}
+
+/// Drops the rules whose TTL has passed, releasing what they hold.
+fn drop_expired(rules: &mut Vec<Active>, now: Instant) {
+    rules.retain(|a| {
+        let alive = a.expires > now;
+        if !alive {
+            a.remove();
+        }
+        alive
+    });
 }
 
 fn hits(probability: f64, rng: &mut impl Rng) -> bool {
@@ -362,9 +408,10 @@ mod tests {
     fn nothing_applied_means_nothing_injected() {
         let faults = Faults::new("user", DEFAULT_CAP);
         let headers = http::HeaderMap::new();
-        assert_eq!(
-            faults.decide(&get("/users", &headers), &mut rand::rng()),
-            None
+        assert!(
+            faults
+                .decide(&get("/users", &headers), &mut rand::rng())
+                .is_none()
         );
     }
 
@@ -383,14 +430,33 @@ mod tests {
             .unwrap();
         let headers = http::HeaderMap::new();
         let injection = faults.decide(&get("/users", &headers), &mut rand::rng());
-        assert_eq!(
-            injection,
-            Some(Injection::Abort {
-                rule: abort.id,
-                status: 503,
-                detail: None
-            })
+        assert!(
+            matches!(
+                &injection,
+                Some(Injection::Abort { rule, status: 503, detail: None }) if *rule == abort.id
+            ),
+            "{injection:?}"
         );
+        // The delay did not happen, so it struck nothing.
+        let listed = faults.list();
+        assert_eq!((listed[0].injected, listed[1].injected), (0, 1));
+    }
+
+    #[test]
+    fn a_hang_is_released_when_its_rule_goes() {
+        let faults = Faults::new("user", DEFAULT_CAP);
+        let hang = faults
+            .apply(rule(serde_json::json!({"action": "hang"})))
+            .unwrap();
+        let headers = http::HeaderMap::new();
+        let Some(Injection::Hang { released, .. }) =
+            faults.decide(&get("/users", &headers), &mut rand::rng())
+        else {
+            panic!("expected a hang");
+        };
+        assert!(!released.is_cancelled());
+        assert!(faults.delete(&hang.id));
+        assert!(released.is_cancelled());
     }
 
     #[test]

@@ -47,9 +47,14 @@ async fn inject(State(faults): State<Faults>, request: Request, next: Next) -> R
         }
         Injection::Abort { status, detail, .. } => abort(status, detail),
         Injection::Reset { .. } => reset(),
-        Injection::Hang { at_most, .. } => {
+        Injection::Hang {
+            at_most, released, ..
+        } => {
             // Ends earlier when the client gives up: the server drops this future.
-            tokio::time::sleep(at_most).await;
+            tokio::select! {
+                () = tokio::time::sleep(at_most) => {}
+                () = released.cancelled() => {}
+            }
             reset()
         }
     }

@@ -296,10 +296,19 @@ async fn run_experiment(cli: &Cli, args: &RunArgs) -> anyhow::Result<u8> {
     let (interrupt, interrupted) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         wait_for_interrupt().await;
-        eprintln!("interrupted: rolling back every fault this run applied, then stopping");
+        experiment::run::say(
+            "interrupted: rolling back every fault this run applied, then stopping \
+             (interrupt again to stop at once and leave them to their TTL)",
+        );
         let _ = interrupt.send(true);
+        wait_for_interrupt().await;
+        experiment::run::say(
+            "interrupted again: stopping now; faults not yet rolled back stay until their TTL \
+             (`chaos list` shows them, `chaos clear` removes them)",
+        );
+        std::process::exit(130);
     });
-    eprintln!("running {}: {}", args.file.display(), plan.title);
+    experiment::run::say(&format!("running {}: {}", args.file.display(), plan.title));
     let settings = experiment::run::Settings {
         prometheus: args.prometheus.clone(),
         alertmanager: args.alertmanager.clone(),
@@ -409,7 +418,7 @@ fn describe(plan: &Plan, targets: &Targets) -> String {
             ),
             Action::Wait(d) => format!("wait {}", humantime::format_duration(*d)),
             Action::AwaitAlerts(d) => format!(
-                "wait until the expected alerts fire, at most {}",
+                "wait until the expected alerts fire and reach their receivers, at most {}",
                 humantime::format_duration(*d)
             ),
         };

@@ -37,6 +37,23 @@ static KIT_SQLITE: Migrator = sqlx::migrate!("./migrations/sqlite");
 static KIT_POSTGRES: Migrator = sqlx::migrate!("./migrations/postgres");
 const KIT_MIGRATIONS_TABLE: &str = "_sloop_kit_migrations";
 
+/// How long a query waits for a connection before it fails.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The `database` faults for one connection about to be handed out. An abort holds it past
+/// the acquire timeout before refusing it. Refusing at once would not fail the query: the
+/// pool would try another connection, roll the dice again, and an abort at probability
+/// 0.3 would fail almost nothing.
+async fn pass_database_faults(faults: &chaos::Faults) -> Result<(), String> {
+    let refused = faults
+        .inject_dependency(chaos::Target::Database, "database")
+        .await;
+    if refused.is_err() {
+        tokio::time::sleep(ACQUIRE_TIMEOUT).await;
+    }
+    refused
+}
+
 /// A connection pool to SQLite or PostgreSQL. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Database {
@@ -48,8 +65,9 @@ impl Database {
     /// Connects, creating a SQLite file if it is missing, and applies the kit's migrations
     /// and then the service's `migrations`.
     /// With `faults` (chaos on), every connection taken from the pool, and every new one
-    /// it opens, first passes the active `database` faults: delayed, or refused (the pool
-    /// then tries another connection, so only an abort at probability 1 fails queries).
+    /// it opens, first passes the active `database` faults, decided once per acquire:
+    /// delayed, or (abort) held until the acquire times out, so the query fails as against
+    /// a database that has stopped answering.
     pub async fn connect(
         url: &str,
         max_connections: u32,
@@ -64,19 +82,11 @@ impl Database {
         };
         let mut options = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
-            .acquire_timeout(Duration::from_secs(5));
+            .acquire_timeout(ACQUIRE_TIMEOUT);
         if let Some(faults) = faults.clone() {
             options = options.before_acquire(move |_conn, _meta| {
                 let faults = faults.clone();
-                Box::pin(async move {
-                    // A refused connection is dropped and the pool opens another, which
-                    // `after_connect` refuses too: with probability 1 nothing gets a
-                    // connection until the acquire timeout, as with a database that is down.
-                    Ok(faults
-                        .inject_dependency(chaos::Target::Database, "database")
-                        .await
-                        .is_ok())
-                })
+                Box::pin(async move { Ok(pass_database_faults(&faults).await.is_ok()) })
             });
         }
         let pool = options
@@ -84,8 +94,7 @@ impl Database {
                 let faults = faults.clone();
                 Box::pin(async move {
                     if let Some(faults) = faults {
-                        faults
-                            .inject_dependency(chaos::Target::Database, "database")
+                        pass_database_faults(&faults)
                             .await
                             .map_err(sqlx::Error::Protocol)?;
                     }

@@ -68,16 +68,15 @@ async fn abort_answers_with_a_problem_in_the_service_place() {
     let response = app.get("/things/7").await;
     response.assert_problem(503, "injected");
     app.get("/other").await.assert_status(200);
-    let metrics = app.get("/metrics").await.text();
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("chaos_faults_injected_total")
-                && l.contains(r#"fault="abort""#)
-                && l.contains(r#"route="/things/{id}""#)
-                && l.contains(r#"service="things""#)),
-        "{metrics}"
-    );
+    assert_injected(
+        &app,
+        &[
+            r#"fault="abort""#,
+            r#"route="/things/{id}""#,
+            r#"service="things""#,
+        ],
+    )
+    .await;
     assert!(
         metrics.contains(r#"chaos_faults_active{service="things"} 1"#),
         "{metrics}"
@@ -147,13 +146,29 @@ async fn hang_never_answers_until_the_client_gives_up() {
         .await
         .expect_err("no answer");
     assert!(err.is_timeout(), "{err}");
-    // Clearing ends the fault at once.
+    // A request hanging when the fault is cleared is let go (its connection dropped), and
+    // the next one is answered.
+    let (client, url) = (app.client.clone(), app.url("/things/2"));
+    let hanging = tokio::spawn(async move {
+        client
+            .get(url)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let cleared = app
         .request(reqwest::Method::DELETE, "/chaos/faults")
         .header("authorization", &format!("Bearer {TOKEN}"))
         .send()
         .await;
     assert_eq!(cleared.value()["cleared"], 1);
+    let released = tokio::time::timeout(Duration::from_secs(20), hanging)
+        .await
+        .expect("the hanging request is let go once its fault is cleared")
+        .unwrap();
+    let err = released.expect_err("a hang ends without an answer");
+    assert!(!err.is_timeout(), "{err}");
     app.get("/things/1").await.assert_status(200);
 }
 
@@ -235,15 +250,34 @@ async fn a_database_delay_holds_every_query_until_it_is_deleted() {
     .send()
     .await
     .assert_status(204);
-    let metrics = app.get("/metrics").await.text();
+    assert_injected(&app, &[r#"route="database""#, r#"fault="delay""#]).await;
+}
+
+/// An abort below probability 1 fails its share of queries. The pool retries a refused
+/// connection on its own, so a fault decided per connection attempt would fail almost none.
+#[tokio::test]
+async fn a_database_abort_fails_about_its_share_of_queries() {
+    let app = TestApp::builder(with_dependencies())
+        .chaos(TOKEN)
+        .spawn()
+        .await;
+    apply(
+        &app,
+        json!({"target": "database", "action": {"abort": {"status": 503}}, "probability": 0.5}),
+    )
+    .await;
+    // Ten at once: with each query's dice rolled once, all ten pass one time in 1024.
+    let answers = futures::future::join_all((0..10).map(|_| app.get("/count"))).await;
+    let failed = answers
+        .iter()
+        .filter(|a| a.status.is_server_error())
+        .count();
     assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("chaos_faults_injected_total")
-                && l.contains(r#"route="database""#)
-                && l.contains(r#"fault="delay""#)),
-        "{metrics}"
+        failed > 0,
+        "no query failed under a database abort at probability 0.5"
     );
+    app.get("/healthz").await.assert_status(200);
+    assert_injected(&app, &[r#"route="database""#, r#"fault="abort""#]).await;
 }
 
 #[tokio::test]
@@ -263,15 +297,7 @@ async fn a_publish_abort_keeps_events_in_the_outbox_until_it_goes() {
     app.post("/write", &json!({})).await.assert_status(200);
     let nothing = tokio::time::timeout(Duration::from_secs(2), subscription.next()).await;
     assert!(nothing.is_err(), "published through a publish fault");
-    let metrics = app.get("/metrics").await.text();
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("chaos_faults_injected_total")
-                && l.contains(r#"route="test.chaos""#)
-                && l.contains(r#"fault="abort""#)),
-        "{metrics}"
-    );
+    assert_injected(&app, &[r#"route="test.chaos""#, r#"fault="abort""#]).await;
     app.request(reqwest::Method::DELETE, "/chaos/faults")
         .header("authorization", &format!("Bearer {TOKEN}"))
         .send()
@@ -295,4 +321,16 @@ fn dependency_faults_refuse_what_cannot_apply_to_them() {
     let rule: chaos::Rule =
         serde_json::from_value(json!({"target": "consume", "action": "hang"})).unwrap();
     assert!(rule.check("deps").unwrap_err().contains("delay or abort"));
+}
+
+/// Asserts that `/metrics` counts an injected fault carrying every one of `labels`.
+async fn assert_injected(app: &TestApp, labels: &[&str]) {
+    let metrics = app.get("/metrics").await.text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("chaos_faults_injected_total")
+                && labels.iter().all(|label| l.contains(label))),
+        "no chaos_faults_injected_total with {labels:?} in:\n{metrics}"
+    );
 }

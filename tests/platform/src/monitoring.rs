@@ -120,6 +120,41 @@ pub async fn prometheus(config: &str) -> Server {
     server
 }
 
+/// Waits until `prometheus` has scraped `job` successfully once, so a query made next
+/// sees the job's series instead of no data.
+pub async fn wait_scraped(prometheus: &Server, job: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let query = format!("up{{job=\"{job}\"}} == 1");
+    loop {
+        let answer: Option<serde_json::Value> = async {
+            reqwest::Client::new()
+                .get(format!("{}/api/v1/query", prometheus.url))
+                .query(&[("query", query.as_str())])
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()
+        }
+        .await;
+        let scraped = answer
+            .as_ref()
+            .and_then(|a| a["data"]["result"].as_array())
+            .is_some_and(|series| !series.is_empty());
+        if scraped {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not scrape job {job} within 30 s:\n{}",
+            prometheus.url,
+            prometheus.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// `alerts/alertmanager.yml` as the repository has it, its webhooks pointed at `webhook`
 /// (instead of `http://127.0.0.1:9095`) and its waits shortened, so a test sees in seconds
 /// what production sees in minutes.

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::routing::post;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::spec::ExpectedAlert;
@@ -79,10 +79,12 @@ impl Inbox {
     }
 
     /// The first notification of `expected` with `status` at `receiver` (any receiver when
-    /// the expectation names none).
-    pub fn first(&self, expected: &ExpectedAlert, status: &str) -> Option<Notified> {
+    /// the expectation names none) that arrived at `since` seconds or later: one sent for
+    /// an alert that fired before the first fault says nothing about the faults.
+    pub fn first(&self, expected: &ExpectedAlert, status: &str, since: f64) -> Option<Notified> {
         self.all().into_iter().find(|n| {
-            n.status == status
+            n.t >= since
+                && n.status == status
                 && n.alertname == expected.alert
                 && expected.receiver.as_ref().is_none_or(|r| *r == n.receiver)
                 && expected
@@ -93,8 +95,25 @@ impl Inbox {
     }
 }
 
-/// Listens on `address` for Alertmanager's webhook posts, `POST /{receiver}`; runs until the
-/// process ends. `clock` gives seconds since the run started.
+/// The body Alertmanager's webhook receiver posts (payload version 4), as far as the run
+/// reads it.
+#[derive(Debug, Deserialize)]
+struct Webhook {
+    /// The receiver's name in Alertmanager's configuration.
+    receiver: String,
+    alerts: Vec<WebhookAlert>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WebhookAlert {
+    /// `firing` or `resolved`.
+    status: String,
+    labels: BTreeMap<String, String>,
+}
+
+/// Listens on `address` for Alertmanager's webhook posts, on any path (the receiver is
+/// named in the body); runs until the process ends. `clock` gives seconds since the run
+/// started.
 pub async fn listen(
     address: SocketAddr,
     clock: Arc<dyn Fn() -> f64 + Send + Sync>,
@@ -102,11 +121,12 @@ pub async fn listen(
     let inbox = Inbox::default();
     let listener = tokio::net::TcpListener::bind(address).await?;
     let app = Router::new()
-        .route("/{receiver}", post(receive))
+        .route("/", post(receive))
+        .route("/{*path}", post(receive))
         .with_state((inbox.clone(), clock));
     tokio::spawn(async move {
         if let Err(err) = axum::serve(listener, app).await {
-            eprintln!("warning: the webhook listener stopped: {err}");
+            super::run::say(&format!("warning: the webhook listener stopped: {err}"));
         }
     });
     Ok(inbox)
@@ -114,28 +134,23 @@ pub async fn listen(
 
 type ListenerState = (Inbox, Arc<dyn Fn() -> f64 + Send + Sync>);
 
+/// Takes one notification; a body that is not Alertmanager's is refused (422) and kept
+/// out of the inbox.
 async fn receive(
     State((inbox, clock)): State<ListenerState>,
-    Path(receiver): Path<String>,
-    axum::Json(body): axum::Json<Value>,
+    axum::Json(body): axum::Json<Webhook>,
 ) {
     let at = super::journal::now_rfc3339();
     let t = clock();
     let mut inbox = inbox.0.lock().expect("inbox lock");
-    for alert in body["alerts"].as_array().into_iter().flatten() {
-        let labels: BTreeMap<String, String> = alert["labels"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-            .collect();
+    for alert in body.alerts {
         inbox.push(Notified {
             at: at.clone(),
             t,
-            receiver: receiver.clone(),
-            alertname: labels.get("alertname").cloned().unwrap_or_default(),
-            status: alert["status"].as_str().unwrap_or("unknown").to_owned(),
-            labels,
+            receiver: body.receiver.clone(),
+            alertname: alert.labels.get("alertname").cloned().unwrap_or_default(),
+            status: alert.status,
+            labels: alert.labels,
         });
     }
 }

@@ -2,10 +2,14 @@
 //! faults, load and waits; expected alerts watched in Alertmanager and at the webhooks; the
 //! rollback that always runs; and the verdict.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chaos::Rule;
+use futures::FutureExt as _;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -27,6 +31,12 @@ pub struct Settings {
 
 /// How often Alertmanager is asked about the expected alerts.
 const ALERT_POLL: Duration = Duration::from_secs(2);
+
+/// Writes one line of progress to stderr. A closed stderr (the terminal went, a pipe's
+/// reader quit) must not stop a run halfway, before its rollback.
+pub fn say(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
 
 /// The journal being written, shared by the tasks that watch while the method runs.
 #[derive(Clone)]
@@ -57,7 +67,7 @@ impl Recorder {
             ok,
             detail,
         };
-        eprintln!(
+        say(&format!(
             "[{:>7.1}s] {:<8} {:<8} {} {} {}",
             entry.t,
             phase,
@@ -69,7 +79,7 @@ impl Recorder {
                 serde_json::Value::Null => String::new(),
                 other => other.to_string(),
             }
-        );
+        ));
         self.entries.lock().expect("journal lock").push(entry);
     }
 
@@ -121,6 +131,7 @@ pub async fn run(
         applied: Vec::new(),
         fault_window: None,
         deviations: Arc::default(),
+        broken_loads: Arc::default(),
         seen: Arc::new(Mutex::new(vec![Seen::default(); plan.expect.len()])),
         inbox: None,
         alerts: Vec::new(),
@@ -151,14 +162,25 @@ struct Run<'a> {
     sources: Arc<Sources>,
     alertmanager: Arc<Alertmanager>,
     admin: Admin,
-    /// (service, fault id) of every fault applied, for the rollback.
-    applied: Vec<(String, String)>,
+    /// Every fault this run asked for, for the rollback.
+    applied: Vec<Applied>,
     fault_window: Option<(f64, f64)>,
     deviations: Arc<Mutex<Vec<String>>>,
+    /// Background load steps that failed: the experiment did not run as written.
+    broken_loads: Arc<Mutex<Vec<String>>>,
     seen: Arc<Mutex<Vec<Seen>>>,
     inbox: Option<Inbox>,
     /// What became of each expected alert, judged once the watchers have stopped.
     alerts: Vec<AlertRecord>,
+}
+
+/// A fault this run asked a service for.
+struct Applied {
+    service: String,
+    /// As the service answered; `None` when the call failed in a way that leaves it
+    /// unknown whether the service applied it (a timeout, an answer without an id).
+    id: Option<String>,
+    rule: Rule,
 }
 
 /// Why the method stopped early.
@@ -189,14 +211,27 @@ impl Run<'_> {
             return (Verdict::Aborted, reason);
         }
 
-        let (stop_watchers, watching) = watch::channel(false);
-        let watchers = [
-            self.watch_during(watching.clone()),
-            self.watch_alerts(watching),
-        ];
+        let (stop_during, during) = watch::channel(false);
+        let during = self.watch_during(during);
+        let (stop_alerts, watching) = watch::channel(false);
+        let alerts = self.watch_alerts(watching);
         let mut loads = Vec::new();
-        let stopped = self.method(&mut loads, interrupted).await;
+        // A panic in the method must not skip the rollback.
+        let stopped = AssertUnwindSafe(self.method(&mut loads, interrupted))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("no message");
+                Some(Stop::Failed(format!("the method panicked ({what})")))
+            });
         let left = self.rollback().await;
+        // The during probes watch the faults; after the rollback the after probes judge.
+        let _ = stop_during.send(true);
+        let _ = during.await;
 
         let outcome = match stopped {
             Some(Stop::Interrupted) => Some((
@@ -218,10 +253,8 @@ impl Run<'_> {
         if outcome.is_none() {
             self.after(interrupted).await;
         }
-        let _ = stop_watchers.send(true);
-        for watcher in watchers {
-            let _ = watcher.await;
-        }
+        let _ = stop_alerts.send(true);
+        let _ = alerts.await;
         for load in loads {
             load.abort();
         }
@@ -235,6 +268,16 @@ impl Run<'_> {
             return (
                 Verdict::Aborted,
                 "interrupted after the rollback; the after checks did not finish".into(),
+            );
+        }
+        let broken = self.broken_loads.lock().expect("loads lock").clone();
+        if !broken.is_empty() {
+            return (
+                Verdict::Aborted,
+                format!(
+                    "the experiment did not run as written: {}",
+                    broken.join("; ")
+                ),
             );
         }
         let deviations = self.deviations.lock().expect("deviations lock").clone();
@@ -299,13 +342,26 @@ impl Run<'_> {
             if *interrupted.borrow() {
                 return Some(Stop::Interrupted);
             }
+            if let Some(broken) = self.broken_loads.lock().expect("loads lock").first() {
+                return Some(Stop::Failed(broken.clone()));
+            }
             let result = match &step.action {
                 Action::Fault { services, rule } => {
                     let mut result = Ok(());
                     for service in services {
-                        match self.admin.apply(service, rule).await {
-                            Ok(fault) => {
-                                let id = fault["id"].as_str().unwrap_or_default().to_owned();
+                        let answer = self.admin.apply(service, rule).await;
+                        let id = answer
+                            .as_ref()
+                            .ok()
+                            .and_then(|fault| fault["id"].as_str())
+                            .map(str::to_owned);
+                        self.applied.push(Applied {
+                            service: service.clone(),
+                            id: id.clone(),
+                            rule: (**rule).clone(),
+                        });
+                        match answer {
+                            Ok(_) => {
                                 if self.fault_window.is_none() {
                                     let t = self.recorder.t();
                                     self.fault_window = Some((t, t));
@@ -314,10 +370,16 @@ impl Run<'_> {
                                     "method",
                                     "fault",
                                     &step.name,
-                                    true,
+                                    id.is_some(),
                                     json!({"service": service, "id": id, "rule": rule}),
                                 );
-                                self.applied.push((service.clone(), id));
+                                if id.is_none() {
+                                    result = Err(format!(
+                                        "{}: {service} answered without a fault id",
+                                        step.name
+                                    ));
+                                    break;
+                                }
                             }
                             Err(err) => {
                                 self.recorder.record(
@@ -353,6 +415,7 @@ impl Run<'_> {
                         base,
                         step.name.clone(),
                         self.recorder.clone(),
+                        self.broken_loads.clone(),
                     ));
                     self.recorder.record(
                         "method",
@@ -370,7 +433,13 @@ impl Run<'_> {
                         Ok(())
                     } else {
                         tokio::select! {
-                            done = handle => done.map_err(|e| e.to_string()).and(Ok(())),
+                            done = handle => match done {
+                                Ok(()) => match self.broken_loads.lock().expect("loads lock").first() {
+                                    Some(broken) => Err(broken.clone()),
+                                    None => Ok(()),
+                                },
+                                Err(err) => Err(format!("{}: {err}", step.name)),
+                            },
                             _ = interrupted.changed() => return Some(Stop::Interrupted),
                         }
                     }
@@ -405,54 +474,112 @@ impl Run<'_> {
         None
     }
 
+    /// Whether every alert expected to fire has, and has reached the receiver it names.
+    /// Waiting for the notification too keeps the fault on until the page is delivered: an
+    /// alert that resolves within Alertmanager's group wait is never sent at all.
     fn all_fired(&self) -> bool {
-        let seen = self.seen.lock().expect("seen lock");
+        let seen = self.seen.lock().expect("seen lock").clone();
         self.plan
             .expect
             .iter()
             .zip(seen.iter())
-            .all(|(e, s)| !e.fires || s.fired_at.is_some())
+            .all(|(e, s)| !e.fires || (s.fired_at.is_some() && self.notified(e, "firing")))
     }
 
-    /// Deletes every fault this run applied, whatever happened; a fault that expired
-    /// already counts as removed. Answers how many could not be deleted.
+    /// Whether `e` reached its receiver with `status` since the first fault; true when
+    /// nothing listens for webhooks or the expectation names no receiver.
+    fn notified(&self, e: &ExpectedAlert, status: &str) -> bool {
+        self.inbox.as_ref().is_none_or(|inbox| {
+            e.receiver.is_none() || inbox.first(e, status, self.first_fault()).is_some()
+        })
+    }
+
+    /// Deletes every fault this run asked for, whatever happened; a fault that expired
+    /// already counts as removed. A fault whose id never came back (its call timed out,
+    /// say) is looked for among the service's faults by its rule, so one the service did
+    /// apply is deleted too. Answers how many could not be removed, or not checked.
     async fn rollback(&mut self) -> usize {
+        let known: Vec<&str> = self
+            .applied
+            .iter()
+            .filter_map(|a| a.id.as_deref())
+            .collect();
         let mut left = 0;
-        for (service, id) in &self.applied {
-            // How often it struck, for the journal: a fault that hit nothing proved nothing.
-            let injected = self
-                .admin
-                .list(service)
-                .await
+        for applied in &self.applied {
+            let service = &applied.service;
+            let listed = self.admin.list(service).await;
+            let faults = listed
+                .as_ref()
                 .ok()
-                .and_then(|listed| {
-                    listed["faults"]
-                        .as_array()?
-                        .iter()
-                        .find(|f| f["id"] == id.as_str())
-                        .map(|f| f["injected"].clone())
-                })
-                .unwrap_or(serde_json::Value::Null);
-            match self.admin.delete(service, id).await {
-                Ok(existed) => self.recorder.record(
-                    "rollback",
-                    "rollback",
-                    &format!("{service} {id}"),
-                    true,
-                    json!({
-                        "outcome": if existed { "deleted" } else { "already gone (expired or cleared)" },
-                        "injected": injected,
-                    }),
-                ),
-                Err(err) => {
+                .and_then(|l| l["faults"].as_array().cloned())
+                .unwrap_or_default();
+            let ids = match (&applied.id, &listed) {
+                (Some(id), _) => vec![id.clone()],
+                (None, Err(err)) => {
                     left += 1;
                     self.recorder.record(
                         "rollback",
                         "rollback",
-                        &format!("{service} {id}"),
+                        service,
                         false,
-                        json!(format!("{err:#}; it expires by its TTL")),
-                    )
+                        json!(format!(
+                            "cannot tell whether {service} applied the fault whose call failed \
+                             ({err:#}); if it did, it expires by its TTL"
+                        )),
+                    );
+                    continue;
+                }
+                (None, Ok(_)) => unclaimed_copies(&faults, &applied.rule, &known),
+            };
+            if ids.is_empty() {
+                self.recorder.record(
+                    "rollback",
+                    "rollback",
+                    service,
+                    true,
+                    json!("the fault whose call failed was not applied"),
+                );
+            }
+            for id in ids {
+                // How often it struck, for the journal: a fault that hit nothing proved
+                // nothing.
+                let injected = faults
+                    .iter()
+                    .find(|f| f["id"] == id.as_str())
+                    .map_or(serde_json::Value::Null, |f| f["injected"].clone());
+                let name = format!("{service} {id}");
+                match self.admin.delete(service, &id).await {
+                    Ok(existed) => {
+                        if existed && injected == 0 {
+                            self.deviations
+                                .lock()
+                                .expect("deviations lock")
+                                .push(format!(
+                                    "fault {id} on {service} struck nothing, so the run shows \
+                                 nothing about it"
+                                ));
+                        }
+                        self.recorder.record(
+                            "rollback",
+                            "rollback",
+                            &name,
+                            true,
+                            json!({
+                                "outcome": if existed { "deleted" } else { "already gone (expired or cleared)" },
+                                "injected": injected,
+                            }),
+                        )
+                    }
+                    Err(err) => {
+                        left += 1;
+                        self.recorder.record(
+                            "rollback",
+                            "rollback",
+                            &name,
+                            false,
+                            json!(format!("{err:#}; it expires by its TTL")),
+                        )
+                    }
                 }
             }
         }
@@ -574,10 +701,15 @@ impl Run<'_> {
             })
             .fold(0.0, f64::max);
         let mut probes_held = false;
+        // Judged by the first check at or past the settle time at the latest: a pass later
+        // on, while the alerts are still awaited, is too late to count.
+        let mut probes_judged = false;
         loop {
             let now = self.recorder.t();
-            if !probes_held {
-                probes_held = self.after_probes_hold(now >= settle_until).await;
+            if !probes_judged {
+                let last_try = now >= settle_until;
+                probes_held = self.after_probes_hold(last_try).await;
+                probes_judged = probes_held || last_try;
             }
             let alerts_done = self
                 .plan
@@ -585,7 +717,7 @@ impl Run<'_> {
                 .iter()
                 .enumerate()
                 .all(|(i, e)| self.alert_settled(i, e));
-            if (probes_held || now >= settle_until) && (alerts_done || now >= alerts_until) {
+            if probes_judged && (alerts_done || now >= alerts_until) {
                 break;
             }
             tokio::select! {
@@ -624,18 +756,20 @@ impl Run<'_> {
             return true;
         }
         let seen = self.seen.lock().expect("seen lock")[i].clone();
-        let notified = |status| {
-            self.inbox
-                .as_ref()
-                .is_none_or(|inbox| e.receiver.is_none() || inbox.first(e, status).is_some())
-        };
         match (seen.fired_at, e.resolves_within) {
             (None, _) => false,
-            (Some(_), None) => notified("firing"),
+            (Some(_), None) => self.notified(e, "firing"),
             (Some(_), Some(_)) => {
-                seen.resolved_at.is_some() && notified("firing") && notified("resolved")
+                seen.resolved_at.is_some()
+                    && self.notified(e, "firing")
+                    && self.notified(e, "resolved")
             }
         }
+    }
+
+    /// When the first fault went in; never, when none did.
+    fn first_fault(&self) -> f64 {
+        self.fault_window.map_or(f64::INFINITY, |(from, _)| from)
     }
 
     fn alert_records(&self) -> Vec<AlertRecord> {
@@ -650,7 +784,7 @@ impl Run<'_> {
                 let notified = |status| {
                     self.inbox
                         .as_ref()
-                        .and_then(|inbox| inbox.first(e, status))
+                        .and_then(|inbox| inbox.first(e, status, self.first_fault()))
                         .map(|n| n.t)
                 };
                 let (met, detail) = judge(
@@ -708,6 +842,19 @@ impl Run<'_> {
         }
         series
     }
+}
+
+/// The ids of listed faults with exactly `rule` that no known id of this run claims: what
+/// a call that failed midway may have applied. (Another run's identical rule would match
+/// too; deleting it early is the lesser harm than leaving this run's fault behind.)
+fn unclaimed_copies(faults: &[serde_json::Value], rule: &Rule, known: &[&str]) -> Vec<String> {
+    faults
+        .iter()
+        .filter(|f| serde_json::from_value::<Rule>(f["rule"].clone()).is_ok_and(|r| r == *rule))
+        .filter_map(|f| f["id"].as_str())
+        .filter(|id| !known.contains(id))
+        .map(str::to_owned)
+        .collect()
 }
 
 fn judge(
@@ -791,12 +938,14 @@ fn judge(
     (true, detail)
 }
 
-/// Runs one load step to its end and records what it measured.
+/// Runs one load step to its end and records what it measured. A load that cannot run
+/// goes on `broken`: the experiment did not do what it says.
 async fn load(
     scenario: loadtest::scenario::Scenario,
     base: String,
     name: String,
     recorder: Recorder,
+    broken: Arc<Mutex<Vec<String>>>,
 ) {
     let live = Arc::new(loadtest::engine::Live::default());
     match loadtest::engine::run(&scenario, &base, live, 1).await {
@@ -816,7 +965,13 @@ async fn load(
                 )),
             );
         }
-        Err(err) => recorder.record("method", "load", &name, false, json!(err.to_string())),
+        Err(err) => {
+            recorder.record("method", "load", &name, false, json!(err.to_string()));
+            broken
+                .lock()
+                .expect("loads lock")
+                .push(format!("load step `{name}` failed: {err}"));
+        }
     }
 }
 

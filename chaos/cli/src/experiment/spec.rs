@@ -418,14 +418,22 @@ impl Checker<'_> {
             .enumerate()
             .map(|(i, p)| self.probe(i, p))
             .collect::<Result<Vec<_>, _>>()?;
+        let interval = self.optional_duration(
+            &file.interval,
+            "steady_state.interval",
+            Duration::from_secs(5),
+        )?;
+        if let Some(text) = file.interval.as_ref().filter(|_| interval.is_zero()) {
+            return Err(self.invalid(
+                text.referenced.line(),
+                "steady_state.interval",
+                "the probes need time between checks; give at least 1s",
+            ));
+        }
         Ok(Hypothesis {
             title: file.title,
             probes,
-            interval: self.optional_duration(
-                &file.interval,
-                "steady_state.interval",
-                Duration::from_secs(5),
-            )?,
+            interval,
             settle: self.optional_duration(
                 &file.settle,
                 "steady_state.settle",
@@ -454,6 +462,14 @@ impl Checker<'_> {
                 })
                 .collect::<Result<Vec<_>, _>>()?,
         };
+        if let Some(list) = file.when.as_ref().filter(|_| when.is_empty()) {
+            return Err(self.invalid(
+                list.referenced.line(),
+                &field("when"),
+                "a probe checked in no phase proves nothing; name before, during or after, \
+                 or leave `when` out for all three",
+            ));
+        }
         let kinds = [
             file.http.is_some(),
             file.promql.is_some(),
@@ -659,7 +675,7 @@ impl Checker<'_> {
             let d = self.duration(most, &field("await_alerts"))?;
             (
                 format!(
-                    "until the expected alerts fire (at most {})",
+                    "until the expected alerts fire and reach their receivers (at most {})",
                     humantime::format_duration(d)
                 ),
                 Action::AwaitAlerts(d),
@@ -771,6 +787,16 @@ expect_alerts:
         let err = error(&bad_rule);
         assert!(err.contains("method[1].fault.rule"), "{err}");
         assert!(err.contains("probability"), "{err}");
+
+        let never = GOOD.replace("[before, after]", "[]");
+        assert!(error(&never).contains("no phase"), "{}", error(&never));
+
+        let busy = GOOD.replace("  title: healthy\n", "  title: healthy\n  interval: 0s\n");
+        assert!(
+            error(&busy).contains("steady_state.interval"),
+            "{}",
+            error(&busy)
+        );
 
         let forever = GOOD.replace("- wait: 2s", "- wait: 300000000000y");
         assert!(error(&forever).contains("longer than a day"));
