@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::math::{AlertWindow, Severity};
-use crate::promql::{equality_labels, number};
+use crate::promql::{number, synthetic_labels};
 use crate::rules::{alert_annotations, alert_labels, alert_name, slo_id, slo_labels};
 use crate::spec::{ServiceSlos, Sli, Slo, prom_duration};
 
@@ -35,7 +35,7 @@ pub fn test_files(
     for slo in &service.slos {
         let Some(inputs) = SyntheticInputs::for_slo(slo) else {
             skipped.push(format!(
-                "{}: its SLI is raw PromQL or uses non-equality matchers, so no synthetic series can be derived; test its alerts by hand",
+                "{}: its SLI is raw PromQL or uses regex matchers, so no synthetic series can be derived; test its alerts by hand",
                 slo_id(&service.service, slo)
             ));
             continue;
@@ -96,7 +96,7 @@ impl SyntheticInputs {
                 selector,
                 error_status,
             } => {
-                let base = equality_labels(selector)?;
+                let base = synthetic_labels(selector)?;
                 // A status value the error regex matches, and one it does not.
                 let bad = if error_status == "5.." {
                     "500".to_owned()
@@ -123,7 +123,7 @@ impl SyntheticInputs {
                 selector,
                 threshold_seconds,
             } => {
-                let base = equality_labels(selector)?;
+                let base = synthetic_labels(selector)?;
                 let le = format!("{threshold_seconds}");
                 Some(Self {
                     series: vec![

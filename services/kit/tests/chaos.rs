@@ -77,6 +77,7 @@ async fn abort_answers_with_a_problem_in_the_service_place() {
         ],
     )
     .await;
+    let metrics = app.get("/metrics").await.text();
     assert!(
         metrics.contains(r#"chaos_faults_active{service="things"} 1"#),
         "{metrics}"
