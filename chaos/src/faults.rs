@@ -173,14 +173,7 @@ impl Faults {
         let now = Instant::now();
         let mut rules = self.inner.rules.write().expect("faults lock");
         let found = rules.iter().any(|a| a.id == id && a.expires > now);
-        rules.retain(|a| {
-            let keep = a.id != id;
-            if !keep {
-                a.remove();
-            }
-            keep
-        });
-        drop_expired(&mut rules, now);
+        remove_where(&mut rules, |a| a.id == id || a.expires <= now);
         self.set_gauge(rules.len());
         found
     }
@@ -373,12 +366,17 @@ impl Faults {
 
 /// Drops the rules whose TTL has passed, releasing what they hold.
 fn drop_expired(rules: &mut Vec<Active>, now: Instant) {
+    remove_where(rules, |a| a.expires <= now);
+}
+
+/// Drops the rules `gone` picks, releasing what they hold.
+fn remove_where(rules: &mut Vec<Active>, gone: impl Fn(&Active) -> bool) {
     rules.retain(|a| {
-        let alive = a.expires > now;
-        if !alive {
+        let gone = gone(a);
+        if gone {
             a.remove();
         }
-        alive
+        !gone
     });
 }
 

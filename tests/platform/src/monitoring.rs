@@ -87,22 +87,30 @@ fn spawn(binary: &str, args: Vec<String>, dir: PathBuf, package: &str) -> Server
     }
 }
 
-/// Waits until `{url}/-/ready` answers 200.
-pub async fn wait_ready(server: &Server) {
+/// Polls `check` every 200 ms until it holds; fails after 30 s with `server`'s log,
+/// saying it did not `what`.
+async fn wait_until<F: Future<Output = bool>>(server: &Server, what: &str, check: impl Fn() -> F) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = reqwest::get(format!("{}/-/ready", server.url)).await;
-        if ready.is_ok_and(|r| r.status().is_success()) {
-            return;
-        }
+    while !check().await {
         assert!(
             Instant::now() < deadline,
-            "{} did not become ready within 30 s:\n{}",
+            "{} did not {what} within 30 s:\n{}",
             server.url,
             server.log()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Waits until `{url}/-/ready` answers 200.
+pub async fn wait_ready(server: &Server) {
+    let url = format!("{}/-/ready", server.url);
+    wait_until(server, "become ready", || async {
+        reqwest::get(&url)
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
+    .await;
 }
 
 /// Prometheus with `config` (YAML) as its configuration file.
@@ -123,9 +131,8 @@ pub async fn prometheus(config: &str) -> Server {
 /// Waits until `prometheus` has scraped `job` successfully once, so a query made next
 /// sees the job's series instead of no data.
 pub async fn wait_scraped(prometheus: &Server, job: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
     let query = format!("up{{job=\"{job}\"}} == 1");
-    loop {
+    let scraped = || async {
         let answer: Option<serde_json::Value> = async {
             reqwest::Client::new()
                 .get(format!("{}/api/v1/query", prometheus.url))
@@ -138,21 +145,12 @@ pub async fn wait_scraped(prometheus: &Server, job: &str) {
                 .ok()
         }
         .await;
-        let scraped = answer
+        answer
             .as_ref()
             .and_then(|a| a["data"]["result"].as_array())
-            .is_some_and(|series| !series.is_empty());
-        if scraped {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} did not scrape job {job} within 30 s:\n{}",
-            prometheus.url,
-            prometheus.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+            .is_some_and(|series| !series.is_empty())
+    };
+    wait_until(prometheus, &format!("scrape job {job}"), scraped).await;
 }
 
 /// `alerts/alertmanager.yml` as the repository has it, its webhooks pointed at `webhook`
