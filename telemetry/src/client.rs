@@ -61,9 +61,13 @@ impl HttpClient {
             otel.kind = "client",
             otel.status_code = Empty,
             http.request.method = method,
-            server.address = %server,
-            url.full = %request.url(),
+            server.address = request.url().host_str().unwrap_or_default(),
+            server.port = request.url().port_or_known_default().map(i64::from),
+            url.full = %without_credentials(request.url()),
+            url.template = route,
             http.response.status_code = Empty,
+            error.type = Empty,
+            network.protocol.version = Empty,
             trace_id = Empty,
             span_id = Empty,
         );
@@ -81,14 +85,25 @@ impl HttpClient {
 
         let status = match &result {
             Ok(response) => {
-                span.record("http.response.status_code", response.status().as_u16());
-                if response.status().is_server_error() {
+                let status = response.status();
+                span.record("http.response.status_code", i64::from(status.as_u16()));
+                span.record(
+                    "network.protocol.version",
+                    crate::http::protocol_version(response.version()),
+                );
+                // For a client every 4xx and 5xx is an error (the conventions' rule); only
+                // 5xx sets the span status, as only those fail the caller's own request.
+                if status.is_client_error() || status.is_server_error() {
+                    span.record("error.type", status.as_str());
+                }
+                if status.is_server_error() {
                     span.record("otel.status_code", "ERROR");
                 }
-                response.status().as_u16().to_string()
+                status.as_u16().to_string()
             }
             Err(err) => {
                 span.record("otel.status_code", "ERROR");
+                span.record("error.type", transport_error_type(err));
                 span.in_scope(|| tracing::warn!(error = %err, "outgoing request failed"));
                 "error".to_owned()
             }
@@ -111,5 +126,26 @@ fn server_address(url: &reqwest::Url) -> String {
         (Some(host), Some(port)) => format!("{host}:{port}"),
         (Some(host), None) => host.to_owned(),
         _ => "unknown".to_owned(),
+    }
+}
+
+/// The URL as a span may carry it: user name and password removed.
+fn without_credentials(url: &reqwest::Url) -> reqwest::Url {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url
+}
+
+/// `error.type` for a request that got no response, from a short fixed set.
+fn transport_error_type(err: &reqwest::Error) -> &'static str {
+    if err.is_timeout() {
+        "timeout"
+    } else if err.is_connect() {
+        "connect"
+    } else if err.is_body() || err.is_decode() {
+        "body"
+    } else {
+        "_OTHER"
     }
 }

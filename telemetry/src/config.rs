@@ -55,6 +55,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TelemetryConfig {
     pub service_name: String,
+    /// `service.version` on every span: the release of sloop this binary was built from.
+    pub service_version: String,
     /// `OTEL_SDK_DISABLED=true`: no spans, no request metrics, no per-request layer at all
     /// (log lines still go to stdout). For measuring what telemetry costs.
     pub sdk_disabled: bool,
@@ -103,6 +105,7 @@ impl TelemetryConfig {
         let sentry_dsn = get("SENTRY_DSN").map(validate_dsn).transpose()?;
         Ok(Self {
             service_name,
+            service_version: env!("CARGO_PKG_VERSION").to_owned(),
             sdk_disabled,
             otlp,
             sampler,

@@ -1,10 +1,11 @@
 //! Server-side HTTP instrumentation: one span per request continuing the caller's trace, RED
 //! metrics labelled by route template, and an `x-request-id` carried through.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -85,13 +86,25 @@ async fn observe(
         otel.kind = "server",
         otel.status_code = Empty,
         http.request.method = method,
+        http.request.method_original = Empty,
+        url.scheme = "http",
         url.path = request.uri().path(),
+        url.query = Empty,
         http.route = Empty,
         http.response.status_code = Empty,
+        error.type = Empty,
+        server.address = Empty,
+        server.port = Empty,
+        client.address = Empty,
+        network.peer.address = Empty,
+        network.peer.port = Empty,
+        network.protocol.version = protocol_version(request.version()),
+        user_agent.original = Empty,
         request_id = %request_id,
         trace_id = Empty,
         span_id = Empty,
     );
+    record_request_attributes(&span, &request, method);
     let _ = span.set_parent(extract_from_headers(request.headers()));
     request.extensions_mut().insert(RequestSpan(span.clone()));
 
@@ -106,9 +119,12 @@ async fn observe(
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
-    span.record("http.response.status_code", status.as_u16());
+    // i64: the conventions type the status as an integer, and tracing-opentelemetry turns
+    // an unsigned field into a string.
+    span.record("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
+        span.record("error.type", status.as_str());
         // WARN, not ERROR: whoever caused a 5xx of ours logs the cause at ERROR once (the
         // kit's `Problem::internal`), so error trackers get one event per failure.
         span.in_scope(|| tracing::warn!(status = status.as_u16(), %route, "request failed"));
@@ -127,6 +143,66 @@ async fn observe(
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
+}
+
+/// The request's recommended attributes that are only sometimes present: who called (the
+/// first `X-Forwarded-For` hop when a proxy such as the gateway forwarded it, else the peer),
+/// which host and port they addressed, the query, the user agent, a non-standard method.
+fn record_request_attributes(span: &tracing::Span, request: &Request, method: &str) {
+    let headers = request.headers();
+    if method == "_OTHER" {
+        span.record("http.request.method_original", request.method().as_str());
+    }
+    if let Some(query) = request.uri().query() {
+        span.record("url.query", query);
+    }
+    let authority = request.uri().authority().cloned().or_else(|| {
+        headers
+            .get(http::header::HOST)
+            .and_then(|host| host.to_str().ok())
+            .and_then(|host| host.parse::<http::uri::Authority>().ok())
+    });
+    if let Some(authority) = authority {
+        span.record("server.address", authority.host());
+        span.record("server.port", i64::from(authority.port_u16().unwrap_or(80)));
+    }
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0);
+    if let Some(peer) = peer {
+        span.record("network.peer.address", tracing::field::display(peer.ip()));
+        span.record("network.peer.port", i64::from(peer.port()));
+    }
+    let forwarded_for = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let client = forwarded_for
+        .map(str::to_owned)
+        .or_else(|| peer.map(|p| p.ip().to_string()));
+    if let Some(client) = client {
+        span.record("client.address", client.as_str());
+    }
+    if let Some(agent) = headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+    {
+        span.record("user_agent.original", agent);
+    }
+}
+
+/// `network.protocol.version` as the conventions spell it.
+pub fn protocol_version(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
 }
 
 /// Keeps an in-flight gauge raised while alive; dropping it lowers the gauge even when the

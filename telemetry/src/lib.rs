@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod config;
+mod export;
 pub mod http;
 mod logs;
 pub mod metrics;
@@ -23,7 +24,6 @@ use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
-use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -140,8 +140,13 @@ pub fn init_with(config: TelemetryConfig) -> Result<TelemetryGuard, InitError> {
         layers.push(
             tracing_opentelemetry::layer()
                 .with_tracer(tracer_provider.tracer(config.service_name.clone()))
-                // Idle/busy timings cost a clock read per poll and no one reads them.
+                // Idle/busy timings cost a clock read per poll and no one reads them. Source
+                // locations, threads and targets describe our code, not the operation, and
+                // the semantic conventions have no place for them on a request's span.
                 .with_tracked_inactivity(false)
+                .with_location(false)
+                .with_threads(false)
+                .with_target(false)
                 .with_filter(LevelFilter::INFO)
                 .boxed(),
         );
@@ -205,17 +210,8 @@ fn stdout_layer(
 }
 
 fn build_tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, InitError> {
-    let resource = Resource::builder()
-        .with_service_name(config.service_name.clone())
-        .with_attributes(
-            config
-                .environment
-                .iter()
-                .map(|e| opentelemetry::KeyValue::new("deployment.environment.name", e.clone())),
-        )
-        .build();
     let mut builder = SdkTracerProvider::builder()
-        .with_resource(resource)
+        .with_resource(export::resource(config))
         .with_sampler(sampler(config.sampler));
     if let Some(otlp) = config.otlp.as_ref().filter(|_| !config.sdk_disabled) {
         let otlp_error = |source| InitError::Otlp {
@@ -235,7 +231,7 @@ fn build_tracer_provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, 
                 .build()
                 .map_err(otlp_error)?,
         };
-        builder = builder.with_batch_exporter(exporter);
+        builder = builder.with_batch_exporter(export::WithoutLogOnlyFields(exporter));
     }
     Ok(builder.build())
 }

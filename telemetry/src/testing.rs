@@ -14,6 +14,7 @@ use axum::routing::post;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use prost::Message;
 
@@ -21,17 +22,138 @@ use prost::Message;
 pub const SPAN_KIND_SERVER: i32 = 2;
 pub const SPAN_KIND_CLIENT: i32 = 3;
 
+/// OTLP status code of a span marked as failed.
+pub const STATUS_ERROR: i32 = 2;
+
+/// An attribute value with the type it arrived as, so tests can check the types the semantic
+/// conventions require (an integer status code is not the string `"200"`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttributeValue {
+    String(String),
+    Int(i64),
+    Double(f64),
+    Bool(bool),
+    /// Arrays, maps and bytes, which sloop's spans do not use.
+    Other,
+}
+
+impl AttributeValue {
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Self::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Self::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// The OTLP type name, for messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::String(_) => "string",
+            Self::Int(_) => "int",
+            Self::Double(_) => "double",
+            Self::Bool(_) => "bool",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl PartialEq<&str> for AttributeValue {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == Some(*other)
+    }
+}
+
+impl PartialEq<i64> for AttributeValue {
+    fn eq(&self, other: &i64) -> bool {
+        self.as_i64() == Some(*other)
+    }
+}
+
 /// One received span, ids as lower-case hex.
 #[derive(Debug, Clone)]
 pub struct ReceivedSpan {
     pub service: String,
+    /// The attributes of the resource that sent it (`service.name`, `service.version`, ...).
+    pub resource: HashMap<String, AttributeValue>,
     pub name: String,
     pub trace_id: String,
     pub span_id: String,
     /// Empty for a root span.
     pub parent_span_id: String,
     pub kind: i32,
-    pub attributes: HashMap<String, String>,
+    pub attributes: HashMap<String, AttributeValue>,
+    /// OTLP status code: 0 unset, 1 ok, [`STATUS_ERROR`].
+    pub status_code: i32,
+    /// Names of the span's events (`exception`, log events).
+    pub events: Vec<String>,
+    /// `(trace id, span id)` of each linked span.
+    pub links: Vec<(String, String)>,
+    pub start_unix_nano: u64,
+    pub end_unix_nano: u64,
+}
+
+impl ReceivedSpan {
+    /// The attribute as text, whatever its type (empty when missing), for messages.
+    pub fn text(&self, key: &str) -> String {
+        match self.attributes.get(key) {
+            Some(AttributeValue::String(s)) => s.clone(),
+            Some(AttributeValue::Int(i)) => i.to_string(),
+            Some(AttributeValue::Double(d)) => d.to_string(),
+            Some(AttributeValue::Bool(b)) => b.to_string(),
+            Some(AttributeValue::Other) | None => String::new(),
+        }
+    }
+
+    /// Whether `self` is a direct child of `parent`.
+    pub fn is_child_of(&self, parent: &ReceivedSpan) -> bool {
+        self.trace_id == parent.trace_id && self.parent_span_id == parent.span_id
+    }
+
+    /// What is wrong with this span's attributes against a convention: each `(key, type)` of
+    /// `required` must be present with that type (`"string"`, `"int"`, ...), and no attribute
+    /// outside `required` and `allowed` may appear. Empty when the span conforms.
+    pub fn convention_problems(
+        &self,
+        required: &[(&str, &str)],
+        allowed: &[(&str, &str)],
+    ) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (key, wanted) in required {
+            match self.attributes.get(*key) {
+                None => problems.push(format!("`{}`: missing {key}", self.name)),
+                Some(value) if value.type_name() != *wanted => problems.push(format!(
+                    "`{}`: {key} is {} {value:?}, not {wanted}",
+                    self.name,
+                    value.type_name()
+                )),
+                Some(_) => {}
+            }
+        }
+        for (key, value) in &self.attributes {
+            match allowed.iter().find(|(k, _)| k == key) {
+                Some((_, wanted)) if value.type_name() != *wanted => problems.push(format!(
+                    "`{}`: {key} is {} {value:?}, not {wanted}",
+                    self.name,
+                    value.type_name()
+                )),
+                Some(_) => {}
+                None if required.iter().any(|(k, _)| k == key) => {}
+                None => problems.push(format!(
+                    "`{}`: stray attribute {key} = {value:?}",
+                    self.name
+                )),
+            }
+        }
+        problems.sort();
+        problems
+    }
 }
 
 type Spans = Arc<Mutex<Vec<ReceivedSpan>>>;
@@ -89,13 +211,17 @@ async fn receive(State(spans): State<Spans>, body: Bytes) -> impl IntoResponse {
     };
     let mut received = Vec::new();
     for resource_spans in request.resource_spans {
-        let service = resource_spans
-            .resource
-            .iter()
-            .flat_map(|r| r.attributes.iter())
-            .find(|kv| kv.key == "service.name")
-            .map(|kv| any_value_text(kv.value.as_ref().and_then(|v| v.value.as_ref())))
-            .unwrap_or_default();
+        let resource = attribute_map(
+            resource_spans
+                .resource
+                .map(|r| r.attributes)
+                .unwrap_or_default(),
+        );
+        let service = resource
+            .get("service.name")
+            .and_then(AttributeValue::as_str)
+            .unwrap_or_default()
+            .to_owned();
         for span in resource_spans
             .scope_spans
             .into_iter()
@@ -103,19 +229,22 @@ async fn receive(State(spans): State<Spans>, body: Bytes) -> impl IntoResponse {
         {
             received.push(ReceivedSpan {
                 service: service.clone(),
+                resource: resource.clone(),
                 name: span.name,
                 trace_id: hex(&span.trace_id),
                 span_id: hex(&span.span_id),
                 parent_span_id: hex(&span.parent_span_id),
                 kind: span.kind,
-                attributes: span
-                    .attributes
+                attributes: attribute_map(span.attributes),
+                status_code: span.status.map(|s| s.code).unwrap_or_default(),
+                events: span.events.into_iter().map(|e| e.name).collect(),
+                links: span
+                    .links
                     .into_iter()
-                    .map(|kv| {
-                        let text = any_value_text(kv.value.as_ref().and_then(|v| v.value.as_ref()));
-                        (kv.key, text)
-                    })
+                    .map(|l| (hex(&l.trace_id), hex(&l.span_id)))
                     .collect(),
+                start_unix_nano: span.start_time_unix_nano,
+                end_unix_nano: span.end_time_unix_nano,
             });
         }
     }
@@ -127,14 +256,20 @@ async fn receive(State(spans): State<Spans>, body: Bytes) -> impl IntoResponse {
         .into_response()
 }
 
-fn any_value_text(value: Option<&Value>) -> String {
-    match value {
-        Some(Value::StringValue(s)) => s.clone(),
-        Some(Value::IntValue(i)) => i.to_string(),
-        Some(Value::BoolValue(b)) => b.to_string(),
-        Some(Value::DoubleValue(d)) => d.to_string(),
-        _ => String::new(),
-    }
+fn attribute_map(attributes: Vec<KeyValue>) -> HashMap<String, AttributeValue> {
+    attributes
+        .into_iter()
+        .map(|kv| {
+            let value = match kv.value.and_then(|v| v.value) {
+                Some(Value::StringValue(s)) => AttributeValue::String(s),
+                Some(Value::IntValue(i)) => AttributeValue::Int(i),
+                Some(Value::BoolValue(b)) => AttributeValue::Bool(b),
+                Some(Value::DoubleValue(d)) => AttributeValue::Double(d),
+                _ => AttributeValue::Other,
+            };
+            (kv.key, value)
+        })
+        .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {

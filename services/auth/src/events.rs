@@ -4,9 +4,9 @@
 
 use futures::future::BoxFuture;
 use sloop_events::user as events;
+use sloop_kit::Tx;
 use sloop_kit::clock::now_millis;
 use sloop_kit::{Event, Handler, HandlerError};
-use sqlx::AnyConnection;
 
 use crate::store::{self, AccountStatus, StoreError};
 
@@ -17,7 +17,7 @@ impl Handler for UserEvents {
     fn handle<'a>(
         &'a self,
         event: &'a Event,
-        tx: &'a mut AnyConnection,
+        tx: &'a mut Tx,
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
             if event.kind == events::STATUS_CHANGED.name {

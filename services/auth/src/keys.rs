@@ -110,7 +110,7 @@ impl KeyRing {
             "SELECT kid, private_pkcs8, public_x, created_at_ms, activates_at_ms, retires_at_ms \
              FROM signing_keys ORDER BY activates_at_ms, created_at_ms",
         )
-        .fetch_all(self.db.pool())
+        .fetch_all(self.db.executor())
         .await?;
         let mut cache = self.cache.write().await;
         cache.rows = rows.clone();
@@ -191,7 +191,7 @@ impl KeyRing {
         let now = now_millis();
         let activates = now + ahead.as_millis() as i64;
         let retire_others = activates + self.settings.token_lifetime.as_millis() as i64;
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         sqlx::query(
             "INSERT INTO signing_keys (kid, private_pkcs8, public_x, created_at_ms, \
              activates_at_ms, retires_at_ms) VALUES ($1, $2, $3, $4, $5, NULL)",
@@ -201,7 +201,7 @@ impl KeyRing {
         .bind(URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()))
         .bind(now)
         .bind(activates)
-        .execute(&mut *tx)
+        .execute(tx.executor())
         .await?;
         sqlx::query(
             "UPDATE signing_keys SET retires_at_ms = $1 WHERE kid <> $2 AND \
@@ -209,7 +209,7 @@ impl KeyRing {
         )
         .bind(retire_others)
         .bind(&kid)
-        .execute(&mut *tx)
+        .execute(tx.executor())
         .await?;
         tx.commit().await?;
         self.reload().await?;
@@ -251,7 +251,7 @@ impl KeyRing {
         let forget_before = now_millis() - 86_400_000;
         sqlx::query("DELETE FROM signing_keys WHERE retires_at_ms < $1")
             .bind(forget_before)
-            .execute(self.db.pool())
+            .execute(self.db.executor())
             .await?;
         Ok(())
     }

@@ -269,11 +269,11 @@ async fn register(
     passwords::check_new(&input.password, &email).map_err(Problem::validation)?;
     let password_hash = auth.passwords.hash(&input.password).await?;
     let now = now_millis();
-    let account = match store::by_email(auth.db.pool(), &email).await? {
+    let account = match store::by_email(&auth.db, &email).await? {
         // An earlier attempt never finished: finish it with the same id, so a profile the
         // user service made before the answer was lost is the one this account gets.
         Some(pending) if pending.status == AccountStatus::Pending => {
-            store::renew_pending(auth.db.pool(), &pending.user_id, &password_hash, now).await?;
+            store::renew_pending(&auth.db, &pending.user_id, &password_hash, now).await?;
             pending
         }
         Some(_) => {
@@ -292,7 +292,7 @@ async fn register(
                 profile_version: 0,
                 created_at_ms: now,
             };
-            store::insert_pending(auth.db.pool(), &account, now).await?;
+            store::insert_pending(&auth.db, &account, now).await?;
             account
         }
     };
@@ -310,7 +310,7 @@ async fn register(
                 .ok()
                 .and_then(|v| v["version"].as_i64())
                 .unwrap_or(1);
-            store::activate(auth.db.pool(), &account.user_id, version, now_millis()).await?;
+            store::activate(&auth.db, &account.user_id, version, now_millis()).await?;
             tracing::info!(user_id = %account.user_id, "account registered");
             Ok((
                 StatusCode::CREATED,
@@ -323,7 +323,7 @@ async fn register(
         }
         Ok(response) => {
             // The user service refused the profile (a 4xx): no account.
-            store::delete_pending(auth.db.pool(), &account.user_id).await?;
+            store::delete_pending(&auth.db, &account.user_id).await?;
             Err(refused_profile(response).await)
         }
         Err(err) => {
@@ -334,7 +334,7 @@ async fn register(
                 err,
                 UpstreamError::Unreachable { .. } | UpstreamError::Open { .. }
             ) {
-                store::delete_pending(auth.db.pool(), &account.user_id).await?;
+                store::delete_pending(&auth.db, &account.user_id).await?;
             }
             Err(err.into())
         }
@@ -391,7 +391,7 @@ async fn login(
             ));
         }
     }
-    let account = store::by_email(auth.db.pool(), &email).await?;
+    let account = store::by_email(&auth.db, &email).await?;
     let matched = auth
         .passwords
         .verify(
@@ -443,7 +443,7 @@ async fn issue(auth: &Auth, account: &Credentials, family: &str) -> Result<Token
     let (refresh, hash) = tokens::new_refresh_token();
     let refresh_ttl = settings.refresh_ttl.as_millis() as i64;
     store::insert_refresh(
-        auth.db.pool(),
+        &auth.db,
         &hash,
         family,
         &account.user_id,
@@ -476,8 +476,8 @@ async fn refresh(
 ) -> Result<Json<TokenPair>, Problem> {
     let hash = tokens::hash_refresh_token(input.checked()?);
     let now = now_millis();
-    let claimed = store::claim_refresh(auth.db.pool(), &hash, now).await?;
-    let row = store::refresh_row(auth.db.pool(), &hash).await?;
+    let claimed = store::claim_refresh(&auth.db, &hash, now).await?;
+    let row = store::refresh_row(&auth.db, &hash).await?;
     let Some(row) = row else {
         return Err(Problem::unauthorized(
             "unknown refresh token; sign in again",
@@ -490,7 +490,7 @@ async fn refresh(
             ));
         }
         if row.rotated_at_ms.is_some() {
-            let revoked = store::revoke_family(auth.db.pool(), &row.family_id, now).await?;
+            let revoked = store::revoke_family(&auth.db, &row.family_id, now).await?;
             tracing::warn!(user_id = %row.user_id, family = %row.family_id, revoked, "refresh token reused; family revoked");
             metrics::counter!("auth_refresh_reuse_total").increment(1);
             return Err(Problem::unauthorized(
@@ -501,9 +501,9 @@ async fn refresh(
             "this refresh token expired; sign in again",
         ));
     }
-    let account = store::by_id(auth.db.pool(), &row.user_id).await?;
+    let account = store::by_id(&auth.db, &row.user_id).await?;
     let Some(account) = account.filter(|a| a.status == AccountStatus::Active) else {
-        store::revoke_family(auth.db.pool(), &row.family_id, now).await?;
+        store::revoke_family(&auth.db, &row.family_id, now).await?;
         return Err(Problem::unauthorized("this account can no longer sign in"));
     };
     Ok(Json(issue(&auth, &account, &row.family_id).await?))
@@ -520,8 +520,8 @@ async fn logout(
     Json(input): Json<RefreshRequest>,
 ) -> Result<StatusCode, Problem> {
     let hash = tokens::hash_refresh_token(input.checked()?);
-    if let Some(row) = store::refresh_row(auth.db.pool(), &hash).await? {
-        store::revoke_family(auth.db.pool(), &row.family_id, now_millis()).await?;
+    if let Some(row) = store::refresh_row(&auth.db, &hash).await? {
+        store::revoke_family(&auth.db, &row.family_id, now_millis()).await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,7 +2,8 @@
 //! that decide a race (rotating a refresh token, activating a registration) are single
 //! conditional statements, so the database settles who won.
 
-use sqlx::{AnyConnection, AnyPool, FromRow};
+use sloop_kit::{Database, Tx};
+use sqlx::FromRow;
 
 use sloop_kit::db::is_unique_violation;
 
@@ -106,19 +107,19 @@ macro_rules! select_credentials {
     };
 }
 
-pub async fn by_email(pool: &AnyPool, email: &str) -> Result<Option<Credentials>, StoreError> {
+pub async fn by_email(db: &Database, email: &str) -> Result<Option<Credentials>, StoreError> {
     sqlx::query_as::<_, CredentialsRow>(select_credentials!("WHERE email = $1"))
         .bind(email)
-        .fetch_optional(pool)
+        .fetch_optional(db.executor())
         .await?
         .map(Credentials::try_from)
         .transpose()
 }
 
-pub async fn by_id(pool: &AnyPool, user_id: &str) -> Result<Option<Credentials>, StoreError> {
+pub async fn by_id(db: &Database, user_id: &str) -> Result<Option<Credentials>, StoreError> {
     sqlx::query_as::<_, CredentialsRow>(select_credentials!("WHERE user_id = $1"))
         .bind(user_id)
-        .fetch_optional(pool)
+        .fetch_optional(db.executor())
         .await?
         .map(Credentials::try_from)
         .transpose()
@@ -126,7 +127,7 @@ pub async fn by_id(pool: &AnyPool, user_id: &str) -> Result<Option<Credentials>,
 
 /// Records a registration that is not confirmed yet.
 pub async fn insert_pending(
-    pool: &AnyPool,
+    db: &Database,
     account: &Credentials,
     now_ms: i64,
 ) -> Result<(), StoreError> {
@@ -139,7 +140,7 @@ pub async fn insert_pending(
     .bind(&account.password_hash)
     .bind(account.roles.join(","))
     .bind(now_ms)
-    .execute(pool)
+    .execute(db.executor())
     .await;
     match result {
         Err(err) if is_unique_violation(&err) => {
@@ -151,7 +152,7 @@ pub async fn insert_pending(
 
 /// A retried registration of a pending account takes the new password.
 pub async fn renew_pending(
-    pool: &AnyPool,
+    db: &Database,
     user_id: &str,
     password_hash: &str,
     now_ms: i64,
@@ -163,14 +164,14 @@ pub async fn renew_pending(
     .bind(password_hash)
     .bind(now_ms)
     .bind(user_id)
-    .execute(pool)
+    .execute(db.executor())
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// The user service confirmed the profile: the account can sign in.
 pub async fn activate(
-    pool: &AnyPool,
+    db: &Database,
     user_id: &str,
     profile_version: i64,
     now_ms: i64,
@@ -183,16 +184,16 @@ pub async fn activate(
     .bind(now_ms)
     .bind(profile_version)
     .bind(user_id)
-    .execute(pool)
+    .execute(db.executor())
     .await?;
     Ok(())
 }
 
 /// The profile certainly was not made: forget the registration.
-pub async fn delete_pending(pool: &AnyPool, user_id: &str) -> Result<(), StoreError> {
+pub async fn delete_pending(db: &Database, user_id: &str) -> Result<(), StoreError> {
     sqlx::query("DELETE FROM credentials WHERE user_id = $1 AND status = 'pending'")
         .bind(user_id)
-        .execute(pool)
+        .execute(db.executor())
         .await?;
     Ok(())
 }
@@ -201,7 +202,7 @@ pub async fn delete_pending(pool: &AnyPool, user_id: &str) -> Result<(), StoreEr
 /// Returns whether anything changed. A pending registration takes it too: then its
 /// activation (which only moves `pending` rows) leaves the newer status in place.
 pub async fn apply_status(
-    tx: &mut AnyConnection,
+    tx: &mut Tx,
     user_id: &str,
     status: AccountStatus,
     version: i64,
@@ -215,14 +216,14 @@ pub async fn apply_status(
     .bind(version)
     .bind(now_ms)
     .bind(user_id)
-    .execute(&mut *tx)
+    .execute(tx.executor())
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// Applies a changed email if it is newer than what auth has.
 pub async fn apply_email(
-    tx: &mut AnyConnection,
+    tx: &mut Tx,
     user_id: &str,
     email: &str,
     version: i64,
@@ -236,7 +237,7 @@ pub async fn apply_email(
     .bind(version)
     .bind(now_ms)
     .bind(user_id)
-    .execute(&mut *tx)
+    .execute(tx.executor())
     .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -251,7 +252,7 @@ pub struct RefreshRow {
 }
 
 pub async fn insert_refresh(
-    pool: &AnyPool,
+    db: &Database,
     token_hash: &str,
     family_id: &str,
     user_id: &str,
@@ -267,7 +268,7 @@ pub async fn insert_refresh(
     .bind(user_id)
     .bind(now_ms)
     .bind(expires_at_ms)
-    .execute(pool)
+    .execute(db.executor())
     .await?;
     Ok(())
 }
@@ -275,7 +276,7 @@ pub async fn insert_refresh(
 /// Marks a live token rotated. Exactly one of several concurrent refreshes with the same
 /// token wins; the others see it rotated, which is reuse.
 pub async fn claim_refresh(
-    pool: &AnyPool,
+    db: &Database,
     token_hash: &str,
     now_ms: i64,
 ) -> Result<bool, StoreError> {
@@ -285,13 +286,13 @@ pub async fn claim_refresh(
     )
     .bind(now_ms)
     .bind(token_hash)
-    .execute(pool)
+    .execute(db.executor())
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
 pub async fn refresh_row(
-    pool: &AnyPool,
+    db: &Database,
     token_hash: &str,
 ) -> Result<Option<RefreshRow>, StoreError> {
     Ok(sqlx::query_as::<_, RefreshRow>(
@@ -299,37 +300,29 @@ pub async fn refresh_row(
          FROM refresh_tokens WHERE token_hash = $1",
     )
     .bind(token_hash)
-    .fetch_optional(pool)
+    .fetch_optional(db.executor())
     .await?)
 }
 
-pub async fn revoke_family(
-    pool: &AnyPool,
-    family_id: &str,
-    now_ms: i64,
-) -> Result<u64, StoreError> {
+pub async fn revoke_family(db: &Database, family_id: &str, now_ms: i64) -> Result<u64, StoreError> {
     let done = sqlx::query(
         "UPDATE refresh_tokens SET revoked_at_ms = $1 WHERE family_id = $2 AND revoked_at_ms IS NULL",
     )
     .bind(now_ms)
     .bind(family_id)
-    .execute(pool)
+    .execute(db.executor())
     .await?;
     Ok(done.rows_affected())
 }
 
 /// Revokes every refresh token of a user (suspended, deleted).
-pub async fn revoke_user(
-    tx: &mut AnyConnection,
-    user_id: &str,
-    now_ms: i64,
-) -> Result<u64, StoreError> {
+pub async fn revoke_user(tx: &mut Tx, user_id: &str, now_ms: i64) -> Result<u64, StoreError> {
     let done = sqlx::query(
         "UPDATE refresh_tokens SET revoked_at_ms = $1 WHERE user_id = $2 AND revoked_at_ms IS NULL",
     )
     .bind(now_ms)
     .bind(user_id)
-    .execute(&mut *tx)
+    .execute(tx.executor())
     .await?;
     Ok(done.rows_affected())
 }

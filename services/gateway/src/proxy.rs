@@ -111,10 +111,15 @@ impl Proxy {
             otel.name = format!("{} {}", method, forward.route),
             otel.kind = "client",
             otel.status_code = tracing::field::Empty,
-            http.request.method = %method,
-            server.address = %forward.target.base,
+            http.request.method = telemetry::http::method_label(&method),
+            server.address = uri.host().unwrap_or_default(),
+            server.port = i64::from(uri.port_u16().unwrap_or(80)),
             url.full = %uri,
+            url.template = forward.route,
             http.response.status_code = tracing::field::Empty,
+            http.request.resend_count = tracing::field::Empty,
+            network.protocol.version = tracing::field::Empty,
+            error.type = tracing::field::Empty,
             gateway.upstream = %forward.target.name,
         );
         let mut body = Some(body);
@@ -199,6 +204,9 @@ impl Proxy {
                 }
             }
         };
+        if attempt > 1 {
+            span.record("http.request.resend_count", i64::from(attempt - 1));
+        }
         let labels = |status: String| {
             [
                 ("upstream", forward.target.name.clone()),
@@ -209,7 +217,14 @@ impl Proxy {
         match outcome {
             Ok(mut response) => {
                 let status = response.status();
-                span.record("http.response.status_code", status.as_u16());
+                span.record("http.response.status_code", i64::from(status.as_u16()));
+                span.record(
+                    "network.protocol.version",
+                    telemetry::http::protocol_version(response.version()),
+                );
+                if status.is_client_error() || status.is_server_error() {
+                    span.record("error.type", status.as_str());
+                }
                 if status.is_server_error() {
                     span.record("otel.status_code", "ERROR");
                 }
@@ -231,6 +246,7 @@ impl Proxy {
             }
             Err(problem) => {
                 span.record("otel.status_code", "ERROR");
+                span.record("error.type", problem.status_code().as_str());
                 counter!(UPSTREAM_REQUESTS, &labels(problem.status.to_string())).increment(1);
                 problem.into_response()
             }

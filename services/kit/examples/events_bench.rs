@@ -22,13 +22,13 @@ use axum::routing::post;
 use futures::future::BoxFuture;
 use hdrhistogram::Histogram;
 use serde_json::json;
+use sloop_kit::Tx;
 use sloop_kit::clock::parse_rfc3339;
 use sloop_kit::testing::{Broker, TestApp, TestBackend};
 use sloop_kit::{
     BusUrl, Consumer, Context, Event, EventBus, EventType, Handler, HandlerError, Json, Problem,
     Service,
 };
-use sqlx::AnyConnection;
 use sqlx::migrate::Migrator;
 
 static MIGRATIONS: Migrator = sqlx::migrate!("tests/ledger");
@@ -46,12 +46,7 @@ struct Write {
 }
 
 async fn write(State(ctx): State<Context>, Json(w): Json<Write>) -> Result<&'static str, Problem> {
-    let mut tx = ctx
-        .db()
-        .pool()
-        .begin()
-        .await
-        .map_err(|e| Problem::internal(&e))?;
+    let mut tx = ctx.db().begin().await.map_err(|e| Problem::internal(&e))?;
     for n in 0..w.count {
         ctx.outbox()
             .append(&mut tx, ENTRY, &w.subject, &json!({ "n": n }))
@@ -70,13 +65,13 @@ impl Handler for Measure {
     fn handle<'a>(
         &'a self,
         event: &'a Event,
-        tx: &'a mut AnyConnection,
+        tx: &'a mut Tx,
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
             // One row per event (the ledger table's key is subject and sequence).
             sqlx::query("INSERT INTO applied (subject, seq, event_id) VALUES ($1, 0, $1)")
                 .bind(&event.id)
-                .execute(&mut *tx)
+                .execute(tx.executor())
                 .await?;
             if let Some(at) = parse_rfc3339(&event.time) {
                 let age = (time::OffsetDateTime::now_utc() - at)

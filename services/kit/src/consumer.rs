@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::db::Tx;
 use futures::future::BoxFuture;
 use metrics::{counter, gauge, histogram};
-use sqlx::AnyConnection;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -51,7 +51,7 @@ pub trait Handler: Send + Sync + 'static {
     fn handle<'a>(
         &'a self,
         event: &'a Event,
-        tx: &'a mut AnyConnection,
+        tx: &'a mut Tx,
     ) -> BoxFuture<'a, Result<(), HandlerError>>;
 }
 
@@ -256,6 +256,7 @@ impl Running {
             otel.kind = "consumer",
             otel.status_code = tracing::field::Empty,
             messaging.system = self.bus.system(),
+            messaging.operation.name = "process",
             messaging.operation.type = "process",
             messaging.destination.name = %event.topic,
             messaging.consumer.group.name = %self.consumer.group,
@@ -310,7 +311,7 @@ impl Running {
                 .await
                 .map_err(HandlerError::Retry)?;
         }
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         // Writing first also takes SQLite's write lock up front (see the user store).
         let recorded = sqlx::query(
             "INSERT INTO kit_processed_events (consumer, event_id, processed_at_ms) \
@@ -319,7 +320,7 @@ impl Running {
         .bind(&self.consumer.group)
         .bind(&event.id)
         .bind(now_millis())
-        .execute(&mut *tx)
+        .execute(tx.executor())
         .await?;
         if recorded.rows_affected() == 0 {
             tx.rollback().await?;

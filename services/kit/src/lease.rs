@@ -48,7 +48,7 @@ impl Lease {
         .bind(&self.holder)
         .bind(expires)
         .bind(now)
-        .execute(self.db.pool())
+        .execute(self.db.executor())
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -58,7 +58,7 @@ impl Lease {
         sqlx::query("DELETE FROM kit_leases WHERE name = $1 AND holder = $2")
             .bind(&self.name)
             .bind(&self.holder)
-            .execute(self.db.pool())
+            .execute(self.db.executor())
             .await?;
         Ok(())
     }

@@ -30,7 +30,7 @@ pub mod validate;
 pub use bus::{BusUrl, EventBus, MemoryBus};
 pub use config::ServiceArgs;
 pub use consumer::{Consumer, Handler, HandlerError};
-pub use db::{Backend, Database, DbError};
+pub use db::{Backend, Database, DbError, Tx};
 pub use event::{Event, EventType};
 pub use identity::{Caller, ClientAddr, MaybeCaller};
 pub use outbox::Outbox;

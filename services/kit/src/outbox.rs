@@ -7,9 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::db::Tx;
 use metrics::{counter, gauge, histogram};
 use serde::Serialize;
-use sqlx::{AnyConnection, FromRow};
+use sqlx::FromRow;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -52,7 +53,7 @@ impl Outbox {
     /// commits. Call [`Outbox::wake`] after the commit for prompt delivery.
     pub async fn append(
         &self,
-        tx: &mut AnyConnection,
+        tx: &mut Tx,
         kind: EventType,
         subject: &str,
         data: &impl Serialize,
@@ -72,7 +73,7 @@ impl Outbox {
         .bind(event.data.to_string())
         .bind(serde_json::to_string(&event.trace)?)
         .bind(now_millis())
-        .execute(&mut *tx)
+        .execute(tx.executor())
         .await?;
         Ok(event)
     }
@@ -271,7 +272,7 @@ impl Relay {
              FROM kit_outbox WHERE published_at_ms IS NULL ORDER BY seq LIMIT $1",
         )
         .bind(self.settings.batch)
-        .fetch_all(self.db.pool())
+        .fetch_all(self.db.executor())
         .await
         {
             Ok(rows) => rows,
@@ -315,7 +316,7 @@ impl Relay {
             )
             .bind(reason)
             .bind(seq)
-            .execute(self.db.pool())
+            .execute(self.db.executor())
             .await;
         }
         pass
@@ -342,6 +343,7 @@ impl Relay {
             otel.kind = "producer",
             otel.status_code = tracing::field::Empty,
             messaging.system = self.bus.system(),
+            messaging.operation.name = "send",
             messaging.operation.type = "send",
             messaging.destination.name = %event.topic,
             messaging.message.id = %event.id,
@@ -397,7 +399,7 @@ impl Relay {
             for seq in chunk {
                 query = query.bind(*seq);
             }
-            query.execute(self.db.pool()).await?;
+            query.execute(self.db.executor()).await?;
         }
         Ok(())
     }
@@ -406,7 +408,7 @@ impl Relay {
         let row: Result<(i64, Option<i64>), _> = sqlx::query_as(
             "SELECT COUNT(*), MIN(created_at_ms) FROM kit_outbox WHERE published_at_ms IS NULL",
         )
-        .fetch_one(self.db.pool())
+        .fetch_one(self.db.executor())
         .await;
         if let Ok((pending, oldest)) = row {
             gauge!(OUTBOX_PENDING, "service" => self.service).set(pending as f64);
@@ -420,7 +422,7 @@ impl Relay {
 pub async fn pending(db: &Database) -> Result<i64, sqlx::Error> {
     let (count,): (i64,) =
         sqlx::query_as("SELECT COUNT(*) FROM kit_outbox WHERE published_at_ms IS NULL")
-            .fetch_one(db.pool())
+            .fetch_one(db.executor())
             .await?;
     Ok(count)
 }

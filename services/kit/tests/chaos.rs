@@ -204,7 +204,6 @@ fn with_dependencies() -> Service {
                     axum::routing::post(move || async move {
                         let mut tx = writer
                             .db()
-                            .pool()
                             .begin()
                             .await
                             .map_err(|e| sloop_kit::Problem::internal(&e))?;

@@ -11,13 +11,13 @@ use axum::routing::post;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sloop_kit::Tx;
 use sloop_kit::consumer::RetryPolicy;
 use sloop_kit::testing::{Broker, TestApp, TestBackend};
 use sloop_kit::{
     BusUrl, Consumer, Context, Event, EventBus, EventType, Handler, HandlerError, Json, Problem,
     Service,
 };
-use sqlx::AnyConnection;
 use sqlx::migrate::Migrator;
 
 static MIGRATIONS: Migrator = sqlx::migrate!("tests/ledger");
@@ -46,17 +46,12 @@ struct Write {
 
 /// Writes `count` entries (and their events) in one transaction.
 async fn write(State(ctx): State<Context>, Json(w): Json<Write>) -> Result<&'static str, Problem> {
-    let mut tx = ctx
-        .db()
-        .pool()
-        .begin()
-        .await
-        .map_err(|e| Problem::internal(&e))?;
+    let mut tx = ctx.db().begin().await.map_err(|e| Problem::internal(&e))?;
     for seq in w.from..w.from + w.count {
         sqlx::query("INSERT INTO entries (subject, seq) VALUES ($1, $2)")
             .bind(&w.subject)
             .bind(seq)
-            .execute(&mut *tx)
+            .execute(tx.executor())
             .await
             .map_err(|e| Problem::internal(&e))?;
         let entry = Entry {
@@ -96,7 +91,7 @@ impl Handler for Apply {
     fn handle<'a>(
         &'a self,
         event: &'a Event,
-        tx: &'a mut AnyConnection,
+        tx: &'a mut Tx,
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
             let entry: Entry = event
@@ -108,7 +103,7 @@ impl Handler for Apply {
             let (last,): (Option<i64>,) =
                 sqlx::query_as("SELECT MAX(seq) FROM applied WHERE subject = $1")
                     .bind(&entry.subject)
-                    .fetch_one(&mut *tx)
+                    .fetch_one(tx.executor())
                     .await?;
             let last = last.unwrap_or(0);
             if entry.seq != last + 1 {
@@ -118,14 +113,14 @@ impl Handler for Apply {
                 .bind(&entry.subject)
                 .bind(entry.seq)
                 .bind(last)
-                .execute(&mut *tx)
+                .execute(tx.executor())
                 .await?;
             }
             sqlx::query("INSERT INTO applied (subject, seq, event_id) VALUES ($1, $2, $3)")
                 .bind(&entry.subject)
                 .bind(entry.seq)
                 .bind(&event.id)
-                .execute(&mut *tx)
+                .execute(tx.executor())
                 .await?;
             Ok(())
         })

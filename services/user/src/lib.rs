@@ -148,7 +148,7 @@ async fn create_user(
         "create accounts directly; sign up through /auth/register",
     )?;
     let user = new_user(uuid::Uuid::now_v7().to_string(), &input)?;
-    store::insert(state.db.pool(), &state.outbox, &user).await?;
+    store::insert(&state.db, &state.outbox, &user).await?;
     tracing::info!(user_id = %user.id, "user created");
     Ok((StatusCode::CREATED, location(&user), Json(user)))
 }
@@ -177,14 +177,14 @@ async fn put_user(
     )?;
     let id = parse_id(&id)?;
     let user = new_user(id, &input)?;
-    let status = match store::insert(state.db.pool(), &state.outbox, &user).await? {
+    let status = match store::insert(&state.db, &state.outbox, &user).await? {
         Inserted::Created => {
             tracing::info!(user_id = %user.id, "user created");
             StatusCode::CREATED
         }
         Inserted::AlreadyThere => StatusCode::OK,
     };
-    let stored = store::get(state.db.pool(), &user.id).await?;
+    let stored = store::get(&state.db, &user.id).await?;
     Ok((status, location(&stored), Json(stored)))
 }
 
@@ -203,7 +203,7 @@ async fn get_user(
 ) -> Result<Json<User>, Problem> {
     let id = parse_id(&id)?;
     require_self_or_admin(&caller, &id)?;
-    Ok(Json(store::get(state.db.pool(), &id).await?))
+    Ok(Json(store::get(&state.db, &id).await?))
 }
 
 #[utoipa::path(
@@ -241,24 +241,18 @@ async fn update_user(
         .map(validate::display_name)
         .transpose()
         .map_err(Problem::validation)?;
-    let user = store::update(
-        state.db.pool(),
-        &state.outbox,
-        &id,
-        &now_rfc3339(),
-        |user| {
-            if user.status == Status::Deleted {
-                return Err(StoreError::Deleted(user.id.clone()));
-            }
-            if let Some(email) = &email {
-                user.email.clone_from(email);
-            }
-            if let Some(name) = &name {
-                user.name.clone_from(name);
-            }
-            Ok(())
-        },
-    )
+    let user = store::update(&state.db, &state.outbox, &id, &now_rfc3339(), |user| {
+        if user.status == Status::Deleted {
+            return Err(StoreError::Deleted(user.id.clone()));
+        }
+        if let Some(email) = &email {
+            user.email.clone_from(email);
+        }
+        if let Some(name) = &name {
+            user.name.clone_from(name);
+        }
+        Ok(())
+    })
     .await?;
     Ok(Json(user))
 }
@@ -281,19 +275,13 @@ async fn change_status(
 ) -> Result<Json<User>, Problem> {
     let id = parse_id(&id)?;
     require_admin(&caller, "suspend, reactivate or delete accounts")?;
-    let user = store::update(
-        state.db.pool(),
-        &state.outbox,
-        &id,
-        &now_rfc3339(),
-        |user| {
-            if !user.status.can_become(change.status) {
-                return Err(StoreError::Deleted(user.id.clone()));
-            }
-            user.status = change.status;
-            Ok(())
-        },
-    )
+    let user = store::update(&state.db, &state.outbox, &id, &now_rfc3339(), |user| {
+        if !user.status.can_become(change.status) {
+            return Err(StoreError::Deleted(user.id.clone()));
+        }
+        user.status = change.status;
+        Ok(())
+    })
     .await?;
     tracing::info!(user_id = %user.id, status = user.status.as_str(), "user status set");
     Ok(Json(user))
@@ -324,7 +312,7 @@ async fn list_users(
         Some(cursor) => parse_cursor(cursor)?,
     };
     // One extra row tells whether another page follows without a count query.
-    let mut items = store::list(state.db.pool(), &after, params.status, limit + 1).await?;
+    let mut items = store::list(&state.db, &after, params.status, limit + 1).await?;
     let next_cursor = if items.len() > limit as usize {
         items.truncate(limit as usize);
         items.last().map(|last| last.id.clone())

@@ -6,7 +6,8 @@ use sloop_events::user as events;
 use sloop_kit::Outbox;
 use sloop_kit::db::is_unique_violation;
 use sloop_kit::outbox::OutboxError;
-use sqlx::{AnyConnection, AnyPool, FromRow};
+use sloop_kit::{Database, Tx};
+use sqlx::FromRow;
 
 use crate::model::{Status, User};
 
@@ -83,8 +84,8 @@ pub enum Inserted {
 
 /// Creates `user` and writes `UserCreated`. Creating the same id with the same email and
 /// name again is a no-op, so a caller that lost the response can retry safely.
-pub async fn insert(pool: &AnyPool, outbox: &Outbox, user: &User) -> Result<Inserted, StoreError> {
-    let mut tx = pool.begin().await?;
+pub async fn insert(db: &Database, outbox: &Outbox, user: &User) -> Result<Inserted, StoreError> {
+    let mut tx = db.begin().await?;
     let result = sqlx::query(
         "INSERT INTO users (id, email, name, status, created_at, updated_at, version) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -96,7 +97,7 @@ pub async fn insert(pool: &AnyPool, outbox: &Outbox, user: &User) -> Result<Inse
     .bind(&user.created_at)
     .bind(&user.updated_at)
     .bind(user.version)
-    .execute(&mut *tx)
+    .execute(tx.executor())
     .await;
     match result {
         Ok(_) => {
@@ -116,7 +117,7 @@ pub async fn insert(pool: &AnyPool, outbox: &Outbox, user: &User) -> Result<Inse
         }
         Err(err) if is_unique_violation(&err) => {
             drop(tx);
-            match get(pool, &user.id).await {
+            match get(db, &user.id).await {
                 Ok(existing) if existing.email == user.email && existing.name == user.name => {
                     Ok(Inserted::AlreadyThere)
                 }
@@ -129,10 +130,10 @@ pub async fn insert(pool: &AnyPool, outbox: &Outbox, user: &User) -> Result<Inse
     }
 }
 
-pub async fn get(pool: &AnyPool, id: &str) -> Result<User, StoreError> {
+pub async fn get(db: &Database, id: &str) -> Result<User, StoreError> {
     sqlx::query_as::<_, UserRow>(select_users!("WHERE id = $1"))
         .bind(id)
-        .fetch_optional(pool)
+        .fetch_optional(db.executor())
         .await?
         .map(User::try_from)
         .transpose()?
@@ -150,14 +151,14 @@ const UPDATE_ATTEMPTS: usize = 3;
 /// with SQLITE_BUSY under concurrent writers (busy_timeout does not apply). A transaction
 /// whose first statement writes waits for the lock instead.
 pub async fn update(
-    pool: &AnyPool,
+    db: &Database,
     outbox: &Outbox,
     id: &str,
     now: &str,
     change: impl Fn(&mut User) -> Result<(), StoreError>,
 ) -> Result<User, StoreError> {
     for _ in 0..UPDATE_ATTEMPTS {
-        let before = get(pool, id).await?;
+        let before = get(db, id).await?;
         let mut user = before.clone();
         change(&mut user)?;
         if user == before {
@@ -165,7 +166,7 @@ pub async fn update(
         }
         user.updated_at = now.to_owned();
         user.version += 1;
-        let mut tx = pool.begin().await?;
+        let mut tx = db.begin().await?;
         let result = sqlx::query(
             "UPDATE users SET email = $1, name = $2, status = $3, updated_at = $4, version = $5 \
              WHERE id = $6 AND version = $7",
@@ -177,7 +178,7 @@ pub async fn update(
         .bind(user.version)
         .bind(&user.id)
         .bind(before.version)
-        .execute(&mut *tx)
+        .execute(tx.executor())
         .await;
         match result {
             Err(err) if is_unique_violation(&err) => {
@@ -199,7 +200,7 @@ pub async fn update(
 
 /// Writes the events a change from `before` to `after` implies.
 async fn announce(
-    tx: &mut AnyConnection,
+    tx: &mut Tx,
     outbox: &Outbox,
     before: &User,
     after: &User,
@@ -231,7 +232,7 @@ async fn announce(
 
 /// Users with ids after `after` (all when empty), oldest first, at most `limit`.
 pub async fn list(
-    pool: &AnyPool,
+    db: &Database,
     after: &str,
     status: Option<Status>,
     limit: u32,
@@ -241,7 +242,7 @@ pub async fn list(
             sqlx::query_as::<_, UserRow>(select_users!("WHERE id > $1 ORDER BY id LIMIT $2"))
                 .bind(after)
                 .bind(i64::from(limit))
-                .fetch_all(pool)
+                .fetch_all(db.executor())
                 .await?
         }
         Some(status) => {
@@ -251,7 +252,7 @@ pub async fn list(
             .bind(after)
             .bind(status.as_str())
             .bind(i64::from(limit))
-            .fetch_all(pool)
+            .fetch_all(db.executor())
             .await?
         }
     };

@@ -65,7 +65,7 @@ async fn traces_continue_across_requests_and_services() {
     assert_eq!(server_span.service, "user");
     assert_eq!(server_span.name, "GET /users");
     assert_eq!(server_span.attributes["http.route"], "/users");
-    assert_eq!(server_span.attributes["http.response.status_code"], "200");
+    assert_eq!(server_span.attributes["http.response.status_code"], 200);
 
     // 2. Caller -> telemetry client -> user service: one trace, properly parented.
     let caller = TestApp::builder(caller())

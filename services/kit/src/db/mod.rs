@@ -3,12 +3,21 @@
 //!
 //! Every database also gets the kit's own tables (outbox, processed events, leases),
 //! migrated separately from the service's so neither's history gets in the other's way.
+//!
+//! Queries go through [`Database::executor`] or a [`Tx`], which make each statement a span.
 
+mod statement;
+mod traced;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, Executor};
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Transaction};
+
+use traced::Identity;
+pub use traced::Traced;
 
 /// Which server is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +68,7 @@ async fn pass_database_faults(faults: &chaos::Faults) -> Result<(), String> {
 pub struct Database {
     pool: AnyPool,
     backend: Backend,
+    identity: Arc<Identity>,
 }
 
 impl Database {
@@ -124,11 +134,41 @@ impl Database {
             .await
             .map_err(migrate_error)?;
         migrations.run(&pool).await.map_err(migrate_error)?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            identity: Arc::new(identity_of(backend, url)),
+        })
     }
 
+    /// The pool itself, whose queries are not traced: for migrations and tests. Services
+    /// query through [`Database::executor`] and [`Database::begin`].
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Runs one statement on a pooled connection, as a query span.
+    pub fn executor(&self) -> Traced<'_, &AnyPool> {
+        Traced {
+            inner: &self.pool,
+            identity: &self.identity,
+        }
+    }
+
+    /// Starts a transaction; `BEGIN`, each statement and `COMMIT` are spans, and the wait
+    /// for a connection shows as its own.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        let identity = self.identity.clone();
+        let pool = self.pool.clone();
+        let span = identity.query_span("BEGIN");
+        let inner = traced::in_span(span, async {
+            let conn = identity.acquire(&pool).await?;
+            // What `Pool::begin` does, after a traced acquire (sqlx exposes this constructor
+            // without documenting it).
+            Transaction::begin(conn, None).await
+        })
+        .await?;
+        Ok(Tx { inner, identity })
     }
 
     pub fn backend(&self) -> Backend {
@@ -146,6 +186,74 @@ impl Database {
     /// Closes every connection, waiting for checked-out ones to come back.
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+/// A transaction whose statements are query spans. Dropped without [`Tx::commit`], it rolls
+/// back.
+#[derive(Debug)]
+pub struct Tx {
+    inner: Transaction<'static, Any>,
+    identity: Arc<Identity>,
+}
+
+impl Tx {
+    /// Runs one statement in the transaction, as a query span.
+    pub fn executor(&mut self) -> Traced<'_, &mut AnyConnection> {
+        Traced {
+            inner: &mut *self.inner,
+            identity: &self.identity,
+        }
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        let span = self.identity.query_span("COMMIT");
+        traced::in_span(span, self.inner.commit()).await
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        let span = self.identity.query_span("ROLLBACK");
+        traced::in_span(span, self.inner.rollback()).await
+    }
+}
+
+/// What query spans call this database: the system, the database (PostgreSQL's name, or
+/// SQLite's file name) and, for PostgreSQL, the server.
+fn identity_of(backend: Backend, url: &str) -> Identity {
+    match backend {
+        Backend::Sqlite => {
+            let path = url
+                .trim_start_matches("sqlite:")
+                .trim_start_matches("//")
+                .split('?')
+                .next()
+                .unwrap_or_default();
+            let file = std::path::Path::new(path)
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_else(|| path.to_owned());
+            Identity {
+                system: "sqlite",
+                namespace: file,
+                server: None,
+            }
+        }
+        Backend::Postgres => {
+            let parsed = reqwest::Url::parse(url).ok();
+            let namespace = parsed
+                .as_ref()
+                .map(|u| u.path().trim_start_matches('/').to_owned())
+                .unwrap_or_default();
+            let server = parsed.as_ref().and_then(|u| {
+                u.host_str()
+                    .map(|host| (host.to_owned(), u.port().unwrap_or(5432)))
+            });
+            Identity {
+                system: "postgresql",
+                namespace,
+                server,
+            }
+        }
     }
 }
 
