@@ -83,7 +83,9 @@ async fn traces_continue_across_requests_and_services() {
         .expect("caller's server span");
     let client_span = receiver
         .wait_for(Duration::from_secs(10), |s| {
-            s.trace_id == caller_server.trace_id && s.kind == CLIENT
+            s.trace_id == caller_server.trace_id
+                && s.kind == CLIENT
+                && s.attributes.contains_key("url.full")
         })
         .await
         .expect("caller's client span, in the caller's trace");

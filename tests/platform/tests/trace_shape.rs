@@ -174,7 +174,7 @@ async fn trace_shape(backend: TestBackend, db_system: &str) {
     problems.extend(server_problems(
         &gateway,
         "gateway",
-        "/api/auth/register",
+        "/api/auth/{*rest}",
         201,
     ));
 
