@@ -64,3 +64,103 @@ pub(crate) fn resource(config: &TelemetryConfig) -> Resource {
         .with_service_name(config.service_name.clone())
         .build()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry::trace::{SpanContext, SpanKind, Status};
+    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
+
+    use super::*;
+
+    /// Keeps what it is given, as a collector would receive it.
+    #[derive(Debug, Default, Clone)]
+    struct Kept(Arc<Mutex<Vec<SpanData>>>);
+
+    impl SpanExporter for Kept {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    fn span_with(attributes: Vec<KeyValue>) -> SpanData {
+        SpanData {
+            span_context: SpanContext::empty_context(),
+            parent_span_id: opentelemetry::trace::SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Server,
+            name: "GET /users/{id}".into(),
+            start_time: std::time::SystemTime::now(),
+            end_time: std::time::SystemTime::now(),
+            attributes,
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: Status::Unset,
+            instrumentation_scope: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn log_only_fields_never_leave_the_process() {
+        let kept = Kept::default();
+        let exporter = WithoutLogOnlyFields(kept.clone());
+        let span = span_with(vec![
+            KeyValue::new("http.route", "/users/{id}"),
+            KeyValue::new("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736"),
+            KeyValue::new("span_id", "00f067aa0ba902b7"),
+            KeyValue::new("request_id", "abc"),
+            KeyValue::new("http.response.status_code", 200_i64),
+        ]);
+        exporter.export(vec![span]).await.unwrap();
+        let sent = kept.0.lock().unwrap();
+        let keys: Vec<&str> = sent[0]
+            .attributes
+            .iter()
+            .map(|kv| kv.key.as_str())
+            .collect();
+        assert_eq!(keys, ["http.route", "http.response.status_code"]);
+    }
+
+    #[test]
+    fn the_resource_names_the_instance_and_honours_the_service_name() {
+        let vars = [("DEPLOYMENT_ENVIRONMENT", "staging")];
+        let config = TelemetryConfig::from_lookup("user", |k| {
+            vars.iter()
+                .find(|(key, _)| *key == k)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap();
+        let resource = resource(&config);
+        let get = |key: &str| {
+            resource
+                .get(&opentelemetry::Key::from(key.to_owned()))
+                .map(|v| v.to_string())
+        };
+        assert_eq!(get("service.name").as_deref(), Some("user"));
+        assert_eq!(
+            get("service.version").as_deref(),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(
+            get("deployment.environment.name").as_deref(),
+            Some("staging")
+        );
+        let instance = get("service.instance.id").unwrap();
+        assert!(uuid::Uuid::parse_str(&instance).is_ok(), "{instance}");
+        assert_ne!(
+            resource_id(&config),
+            instance,
+            "each process is its own instance"
+        );
+    }
+
+    fn resource_id(config: &TelemetryConfig) -> String {
+        resource(config)
+            .get(&opentelemetry::Key::from_static_str("service.instance.id"))
+            .map(|v| v.to_string())
+            .unwrap_or_default()
+    }
+}

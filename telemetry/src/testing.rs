@@ -275,3 +275,71 @@ fn attribute_map(attributes: Vec<KeyValue>) -> HashMap<String, AttributeValue> {
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(attributes: &[(&str, AttributeValue)]) -> ReceivedSpan {
+        ReceivedSpan {
+            service: "user".into(),
+            resource: HashMap::new(),
+            name: "GET /users".into(),
+            trace_id: String::new(),
+            span_id: String::new(),
+            parent_span_id: String::new(),
+            kind: SPAN_KIND_SERVER,
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+            status_code: 0,
+            events: Vec::new(),
+            links: Vec::new(),
+            start_unix_nano: 0,
+            end_unix_nano: 0,
+        }
+    }
+
+    #[test]
+    fn a_conforming_span_has_no_problems() {
+        let s = span(&[
+            ("http.response.status_code", AttributeValue::Int(200)),
+            ("user_agent.original", AttributeValue::String("curl".into())),
+        ]);
+        let problems = s.convention_problems(
+            &[("http.response.status_code", "int")],
+            &[("user_agent.original", "string")],
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[test]
+    fn missing_mistyped_and_stray_attributes_are_each_named() {
+        let s = span(&[
+            (
+                "http.response.status_code",
+                AttributeValue::String("200".into()),
+            ),
+            ("server.port", AttributeValue::String("80".into())),
+            ("thread.id", AttributeValue::Int(7)),
+        ]);
+        let problems = s.convention_problems(
+            &[("http.response.status_code", "int"), ("url.path", "string")],
+            &[("server.port", "int")],
+        );
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        assert!(problems.iter().any(|p| p.contains("missing url.path")));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("http.response.status_code is string"))
+        );
+        assert!(problems.iter().any(|p| p.contains("server.port is string")));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("stray attribute thread.id"))
+        );
+    }
+}
