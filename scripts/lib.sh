@@ -188,7 +188,8 @@ stop_servers() {
 # Starts the release sloop-user on a free loopback port with database URL $1, telemetry
 # $2 (`on`: spans to $OTLP_ENDPOINT, which must be set; `off`: OTEL_SDK_DISABLED=true),
 # stdout/stderr to file $3 and any further arguments passed on (e.g. --chaos). Waits until
-# ready; sets USER_PID and USER_URL.
+# ready; sets USER_PID and USER_URL. SLOOP_USER_BIN picks another binary (default the
+# release build).
 start_user_service() {
   local database_url="$1" telemetry="$2" log="$3" port
   shift 3
@@ -199,7 +200,7 @@ start_user_service() {
     *) echo "telemetry must be on or off, not $telemetry" >&2; return 2 ;;
   esac
   port="$(free_port)"
-  env "${env[@]}" target/release/sloop-user --listen "127.0.0.1:$port" \
+  env "${env[@]}" "${SLOOP_USER_BIN:-target/release/sloop-user}" --listen "127.0.0.1:$port" \
     --database-url "$database_url" "$@" >"$log" 2>&1 &
   USER_PID=$!
   SLOOP_PIDS+=("$USER_PID")

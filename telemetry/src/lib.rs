@@ -187,11 +187,22 @@ pub fn init_with(config: TelemetryConfig) -> Result<TelemetryGuard, InitError> {
     })
 }
 
+/// The target of spans meant for traces only (one per database statement): log layers skip
+/// them, so they cost no field formatting, and lines logged inside them carry the request's
+/// fields as before.
+pub const TRACE_ONLY_TARGET: &str = "sloop::trace_only";
+
 fn env_filter(config: &TelemetryConfig) -> Result<EnvFilter, InitError> {
-    EnvFilter::try_new(&config.log_filter).map_err(|source| InitError::LogFilter {
+    let error = |source| InitError::LogFilter {
         value: config.log_filter.clone(),
         source,
-    })
+    };
+    let trace_only = format!("{TRACE_ONLY_TARGET}=off")
+        .parse()
+        .expect("a fixed directive parses");
+    Ok(EnvFilter::try_new(&config.log_filter)
+        .map_err(error)?
+        .add_directive(trace_only))
 }
 
 fn stdout_layer(

@@ -86,6 +86,30 @@ async fn a_trace_runs_from_the_gateway_through_the_service_to_the_event_consumer
         consumer.attributes["cloudevents.event_type"],
         "sloop.user.status_changed"
     );
+    // The messaging conventions' process span: required attributes typed, nothing else.
+    let problems = consumer.convention_problems(
+        &[
+            ("messaging.system", "string"),
+            ("messaging.operation.name", "string"),
+            ("messaging.operation.type", "string"),
+            ("messaging.destination.name", "string"),
+            ("messaging.consumer.group.name", "string"),
+            ("messaging.message.id", "string"),
+        ],
+        &[
+            ("cloudevents.event_type", "string"),
+            ("cloudevents.event_subject", "string"),
+        ],
+    );
+    assert!(problems.is_empty(), "{problems:#?}");
+    // The handler's statements are children of the process span.
+    let handled = receiver
+        .wait_for(wait, |s| {
+            s.is_child_of(&consumer) && s.attributes.contains_key("db.system.name")
+        })
+        .await
+        .expect("the consumer's database spans");
+    assert_eq!(handled.attributes["db.system.name"], "sqlite");
     p.stop().await;
     guard.shutdown().await;
 }

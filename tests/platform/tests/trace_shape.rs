@@ -1,7 +1,7 @@
 //! The shape of a trace, service by service, from the real processes on each backend: one
 //! registration through the gateway must give gateway server → gateway client → auth server
 //! → auth's database spans and auth's client → user server → user's database spans and the
-//! event's send span, each with the attributes and types the OpenTelemetry semantic
+//! event's send span (and a slow pool's wait as a span under the statement that waited), each with the attributes and types the OpenTelemetry semantic
 //! conventions require, no attribute outside the allowed lists, and no value the user typed.
 
 use std::time::Duration;
@@ -15,6 +15,7 @@ use sloop_kit::testing::{
 const EMAIL: &str = "shape.tester@example.com";
 const PASSWORD: &str = "plaintext never in a span";
 const USER_AGENT: &str = "trace-shape-test/1.0";
+const CHAOS_TOKEN: &str = "trace-shape-chaos";
 /// OTLP span kinds not exported by the kit's testing module.
 const SPAN_KIND_INTERNAL: i32 = 1;
 const SPAN_KIND_PRODUCER: i32 = 4;
@@ -107,6 +108,8 @@ impl Services {
                 .env("RUST_LOG", "info")
         };
         let mut user = telemetry(Process::new(bin, "user", user_port))
+            .arg("--chaos")
+            .env("CHAOS_TOKEN", CHAOS_TOKEN)
             .env("DATABASE_URL", fresh_database_url(backend).await);
         let mut auth = telemetry(Process::new(bin, "auth", auth_port))
             .env("DATABASE_URL", fresh_database_url(backend).await)
@@ -216,17 +219,6 @@ async fn trace_shape(backend: TestBackend, db_system: &str) {
         .await;
         problems.extend(db_problems(&found, db_system));
     }
-    let begin = child(&receiver, &user, SPAN_KIND_CLIENT, "user", |s| {
-        s.name == "BEGIN"
-    })
-    .await;
-    let acquire = child(&receiver, &begin, SPAN_KIND_INTERNAL, "user", |_| true).await;
-    assert_eq!(
-        acquire.name, "acquire connection",
-        "the pool wait is a span of its own"
-    );
-    problems.extend(acquire.convention_problems(ACQUIRE_REQUIRED, &[]));
-
     let send = child(&receiver, &user, SPAN_KIND_PRODUCER, "user", |_| true).await;
     assert_eq!(send.name, "send sloop.user");
     problems.extend(send.convention_problems(PRODUCER_REQUIRED, PRODUCER_ALLOWED));
@@ -253,6 +245,55 @@ async fn trace_shape(backend: TestBackend, db_system: &str) {
     if db_system == "postgresql" {
         assert_eq!(select.attributes["server.address"], "127.0.0.1");
     }
+
+    // A slow pool (a chaos delay on every connection taken): the wait is a span of its own
+    // under the statement that waited; a pool that answers at once adds none.
+    let chaos = services.user.url("/chaos/faults");
+    http.post(&chaos)
+        .bearer_auth(CHAOS_TOKEN)
+        .json(&json!({ "target": "database", "action": { "delay": { "fixed": "40ms" } } }))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .expect("the database delay is applied");
+    let slow_read = http
+        .get(api(&format!("/api/users/{user_id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(slow_read.status(), 200);
+    http.delete(&chaos)
+        .bearer_auth(CHAOS_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let slow_server = span(&receiver, "the slow read's span", |s| {
+        s.service == "user" && s.name == "GET /users/{id}" && s.span_id != read_server.span_id
+    })
+    .await;
+    let slow_select = child(&receiver, &slow_server, SPAN_KIND_CLIENT, "user", |s| {
+        s.name == "SELECT users"
+    })
+    .await;
+    let wait = child(&receiver, &slow_select, SPAN_KIND_INTERNAL, "user", |_| {
+        true
+    })
+    .await;
+    assert_eq!(wait.name, "acquire connection");
+    problems.extend(wait.convention_problems(ACQUIRE_REQUIRED, &[]));
+    let waited = Duration::from_nanos(wait.end_unix_nano - wait.start_unix_nano);
+    assert!(
+        waited >= Duration::from_millis(40),
+        "the wait span covers the wait: {waited:?}"
+    );
+    let wait_spans = receiver
+        .spans()
+        .into_iter()
+        .filter(|s| s.name == "acquire connection")
+        .count();
+    assert_eq!(wait_spans, 1, "only the delayed statement waited");
 
     for span in receiver.spans() {
         for (key, value) in &span.attributes {

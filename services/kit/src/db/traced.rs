@@ -1,21 +1,28 @@
 //! Query spans: every statement run through [`Traced`] is a client span named and attributed
 //! by the OpenTelemetry database conventions, its text sanitised, its error recorded, and
-//! the wait for a pooled connection shown as a span of its own.
+//! a noticeable wait for a pooled connection shown as a span of its own.
 
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, TryFutureExt, TryStreamExt};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _};
 use sqlx::any::{AnyArguments, AnyQueryResult, AnyRow, AnyStatement, AnyTypeInfo};
 use sqlx::error::BoxDynError;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyConnection, AnyPool, Describe, Either, Execute, Executor, SqlStr};
 use tracing::Instrument;
 use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::statement;
+
+/// The shortest pool wait that gets a span of its own.
+const VISIBLE_WAIT: Duration = Duration::from_millis(1);
 
 /// Who the spans say the database is: `db.system.name`, `db.namespace` and, for a server,
 /// `server.address` and `server.port`.
@@ -39,6 +46,7 @@ impl Identity {
             None => (None, None),
         };
         tracing::info_span!(
+            target: telemetry::TRACE_ONLY_TARGET,
             "db query",
             otel.name = %statement.summary,
             otel.kind = "client",
@@ -56,30 +64,40 @@ impl Identity {
         )
     }
 
-    /// A span for waiting on the pool, a child of the current query's span.
-    fn acquire_span(&self) -> tracing::Span {
-        if tracing::Span::current().is_none() {
-            return tracing::Span::none();
-        }
-        tracing::info_span!(
-            "acquire connection",
-            otel.name = "acquire connection",
-            otel.kind = "internal",
-            otel.status_code = Empty,
-            db.system.name = self.system,
-            db.client.connection.pool.name = %self.namespace,
-            error.type = Empty,
-        )
-    }
-
-    /// A pooled connection, the wait for it in its own span.
+    /// A pooled connection. A wait of [`VISIBLE_WAIT`] or more shows as an `acquire
+    /// connection` span under the current query's span; a shorter one would only add a span
+    /// to every statement for time no trace view can show.
     pub(crate) async fn acquire(&self, pool: &AnyPool) -> Result<PoolConnection<Any>, sqlx::Error> {
-        let span = self.acquire_span();
-        let result = pool.acquire().instrument(span.clone()).await;
-        if let Err(err) = &result {
-            record_error(&span, err);
+        let (started_at, started) = (SystemTime::now(), Instant::now());
+        let result = pool.acquire().await;
+        if started.elapsed() >= VISIBLE_WAIT {
+            self.record_wait(started_at, result.as_ref().err());
         }
         result
+    }
+
+    /// The wait, written after the fact with its real start and end, as a child of the
+    /// current span (nothing when there is none, as for the query spans).
+    fn record_wait(&self, started_at: SystemTime, error: Option<&sqlx::Error>) {
+        let parent = tracing::Span::current();
+        if parent.is_none() {
+            return;
+        }
+        let tracer = opentelemetry::global::tracer("sloop-kit");
+        let mut span = tracer
+            .span_builder("acquire connection")
+            .with_kind(SpanKind::Internal)
+            .with_start_time(started_at)
+            .with_attributes([
+                KeyValue::new("db.system.name", self.system),
+                KeyValue::new("db.client.connection.pool.name", self.namespace.clone()),
+            ])
+            .start_with_context(&tracer, &parent.context());
+        if let Some(err) = error {
+            span.set_attribute(KeyValue::new("error.type", error_type(err)));
+            span.set_status(Status::error("no connection"));
+        }
+        span.end();
     }
 }
 
@@ -87,13 +105,16 @@ impl Identity {
 /// SQLite's code) as `db.response.status_code`. The message is left out: it may quote values.
 fn record_error(span: &tracing::Span, err: &sqlx::Error) {
     span.record("otel.status_code", "ERROR");
-    let kind = match err {
-        sqlx::Error::Database(db) => {
-            if let Some(code) = db.code() {
-                span.record("db.response.status_code", code.as_ref());
-            }
-            "database"
-        }
+    if let Some(code) = err.as_database_error().and_then(|db| db.code()) {
+        span.record("db.response.status_code", code.as_ref());
+    }
+    span.record("error.type", error_type(err));
+}
+
+/// `error.type` for a failed statement or acquire, from a short fixed set.
+fn error_type(err: &sqlx::Error) -> &'static str {
+    match err {
+        sqlx::Error::Database(_) => "database",
         sqlx::Error::PoolTimedOut => "pool_timed_out",
         sqlx::Error::PoolClosed => "pool_closed",
         sqlx::Error::Io(_) => "io",
@@ -103,8 +124,7 @@ fn record_error(span: &tracing::Span, err: &sqlx::Error) {
         sqlx::Error::Decode(_) | sqlx::Error::ColumnDecode { .. } => "decode",
         sqlx::Error::RowNotFound => "row_not_found",
         _ => "_OTHER",
-    };
-    span.record("error.type", kind);
+    }
 }
 
 /// Runs `work` inside `span`, recording a failure on it.
