@@ -4,8 +4,10 @@
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge, histogram};
+use opentelemetry::trace::Status;
 use tracing::Instrument;
 use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::http::{InFlight, method_label};
 use crate::metrics::{CLIENT_ACTIVE, CLIENT_DURATION, CLIENT_REQUESTS};
@@ -59,15 +61,11 @@ impl HttpClient {
             "HTTP client request",
             otel.name = format!("{method} {route}"),
             otel.kind = "client",
-            otel.status_code = Empty,
             http.request.method = method,
             server.address = request.url().host_str().unwrap_or_default(),
             server.port = request.url().port_or_known_default().map(i64::from),
             url.full = %without_credentials(request.url()),
             url.template = route,
-            http.response.status_code = Empty,
-            error.type = Empty,
-            network.protocol.version = Empty,
             trace_id = Empty,
             span_id = Empty,
         );
@@ -86,24 +84,26 @@ impl HttpClient {
         let status = match &result {
             Ok(response) => {
                 let status = response.status();
-                span.record("http.response.status_code", i64::from(status.as_u16()));
-                span.record(
+                // Outcome attributes go to the OpenTelemetry span only: recording a field
+                // makes the JSON log layer re-serialise all of the span's fields.
+                span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
+                span.set_attribute(
                     "network.protocol.version",
                     crate::http::protocol_version(response.version()),
                 );
                 // For a client every 4xx and 5xx is an error (the conventions' rule); only
                 // 5xx sets the span status, as only those fail the caller's own request.
                 if status.is_client_error() || status.is_server_error() {
-                    span.record("error.type", status.as_str());
+                    span.set_attribute("error.type", status.as_str().to_owned());
                 }
                 if status.is_server_error() {
-                    span.record("otel.status_code", "ERROR");
+                    span.set_status(Status::error(""));
                 }
                 status.as_u16().to_string()
             }
             Err(err) => {
-                span.record("otel.status_code", "ERROR");
-                span.record("error.type", transport_error_type(err));
+                span.set_status(Status::error(""));
+                span.set_attribute("error.type", transport_error_type(err));
                 span.in_scope(|| tracing::warn!(error = %err, "outgoing request failed"));
                 "error".to_owned()
             }

@@ -10,6 +10,7 @@ use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use metrics::{Gauge, counter, gauge, histogram};
+use opentelemetry::trace::Status;
 use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -80,31 +81,21 @@ async fn observe(
         .extensions_mut()
         .insert(RequestId(request_id.clone()));
 
+    // Fields are what log lines inside the request carry too; every other attribute goes to
+    // the OpenTelemetry span only (`set_attribute`): the JSON log layer re-serialises a
+    // span's fields on each `record`, which cost more than the rest of the span.
     let span = tracing::info_span!(
         "HTTP request",
         otel.name = method,
         otel.kind = "server",
-        otel.status_code = Empty,
         http.request.method = method,
-        http.request.method_original = Empty,
-        url.scheme = "http",
         url.path = request.uri().path(),
-        url.query = Empty,
         http.route = Empty,
-        http.response.status_code = Empty,
-        error.type = Empty,
-        server.address = Empty,
-        server.port = Empty,
-        client.address = Empty,
-        network.peer.address = Empty,
-        network.peer.port = Empty,
-        network.protocol.version = protocol_version(request.version()),
-        user_agent.original = Empty,
         request_id = %request_id,
         trace_id = Empty,
         span_id = Empty,
     );
-    record_request_attributes(&span, &request, method);
+    set_request_attributes(&span, &request, method);
     let _ = span.set_parent(extract_from_headers(request.headers()));
     request.extensions_mut().insert(RequestSpan(span.clone()));
 
@@ -119,12 +110,10 @@ async fn observe(
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| UNMATCHED_ROUTE.to_owned());
-    // i64: the conventions type the status as an integer, and tracing-opentelemetry turns
-    // an unsigned field into a string.
-    span.record("http.response.status_code", i64::from(status.as_u16()));
+    span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
     if status.is_server_error() {
-        span.record("otel.status_code", "ERROR");
-        span.record("error.type", status.as_str());
+        span.set_status(Status::error(""));
+        span.set_attribute("error.type", status.as_str().to_owned());
         // WARN, not ERROR: whoever caused a 5xx of ours logs the cause at ERROR once (the
         // kit's `Problem::internal`), so error trackers get one event per failure.
         span.in_scope(|| tracing::warn!(status = status.as_u16(), %route, "request failed"));
@@ -145,16 +134,24 @@ async fn observe(
     response
 }
 
-/// The request's recommended attributes that are only sometimes present: who called (the
-/// first `X-Forwarded-For` hop when a proxy such as the gateway forwarded it, else the peer),
-/// which host and port they addressed, the query, the user agent, a non-standard method.
-fn record_request_attributes(span: &tracing::Span, request: &Request, method: &str) {
+/// The request's attributes beyond its fields: the scheme and protocol, who called (the first
+/// `X-Forwarded-For` hop when a proxy such as the gateway forwarded it, else the peer), which
+/// host and port they addressed, the query, the user agent, a non-standard method.
+fn set_request_attributes(span: &tracing::Span, request: &Request, method: &str) {
     let headers = request.headers();
+    span.set_attribute("url.scheme", "http");
+    span.set_attribute(
+        "network.protocol.version",
+        protocol_version(request.version()),
+    );
     if method == "_OTHER" {
-        span.record("http.request.method_original", request.method().as_str());
+        span.set_attribute(
+            "http.request.method_original",
+            request.method().as_str().to_owned(),
+        );
     }
     if let Some(query) = request.uri().query() {
-        span.record("url.query", query);
+        span.set_attribute("url.query", query.to_owned());
     }
     let authority = request.uri().authority().cloned().or_else(|| {
         headers
@@ -163,16 +160,16 @@ fn record_request_attributes(span: &tracing::Span, request: &Request, method: &s
             .and_then(|host| host.parse::<http::uri::Authority>().ok())
     });
     if let Some(authority) = authority {
-        span.record("server.address", authority.host());
-        span.record("server.port", i64::from(authority.port_u16().unwrap_or(80)));
+        span.set_attribute("server.address", authority.host().to_owned());
+        span.set_attribute("server.port", i64::from(authority.port_u16().unwrap_or(80)));
     }
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|info| info.0);
     if let Some(peer) = peer {
-        span.record("network.peer.address", tracing::field::display(peer.ip()));
-        span.record("network.peer.port", i64::from(peer.port()));
+        span.set_attribute("network.peer.address", peer.ip().to_string());
+        span.set_attribute("network.peer.port", i64::from(peer.port()));
     }
     let forwarded_for = headers
         .get("x-forwarded-for")
@@ -184,13 +181,13 @@ fn record_request_attributes(span: &tracing::Span, request: &Request, method: &s
         .map(str::to_owned)
         .or_else(|| peer.map(|p| p.ip().to_string()));
     if let Some(client) = client {
-        span.record("client.address", client.as_str());
+        span.set_attribute("client.address", client);
     }
     if let Some(agent) = headers
         .get(http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
     {
-        span.record("user_agent.original", agent);
+        span.set_attribute("user_agent.original", agent.to_owned());
     }
 }
 

@@ -16,11 +16,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use metrics::{counter, histogram};
+use opentelemetry::trace::Status;
 use sloop_kit::Problem;
 use sloop_kit::breaker::{BreakerSettings, CircuitBreaker};
 use sloop_kit::identity::{FORWARDED_FOR, USER_ID_HEADER, USER_ROLES_HEADER};
 use tower::retry::budget::{Budget, TpsBudget};
 use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::jwks::Identity;
 use crate::metrics::{RETRIES, UPSTREAM_DURATION, UPSTREAM_ERRORS, UPSTREAM_REQUESTS};
@@ -110,16 +112,11 @@ impl Proxy {
             "HTTP client request",
             otel.name = format!("{} {}", method, forward.route),
             otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
             http.request.method = telemetry::http::method_label(&method),
             server.address = uri.host().unwrap_or_default(),
             server.port = i64::from(uri.port_u16().unwrap_or(80)),
             url.full = %uri,
             url.template = forward.route,
-            http.response.status_code = tracing::field::Empty,
-            http.request.resend_count = tracing::field::Empty,
-            network.protocol.version = tracing::field::Empty,
-            error.type = tracing::field::Empty,
             gateway.upstream = %forward.target.name,
         );
         let mut body = Some(body);
@@ -205,7 +202,7 @@ impl Proxy {
             }
         };
         if attempt > 1 {
-            span.record("http.request.resend_count", i64::from(attempt - 1));
+            span.set_attribute("http.request.resend_count", i64::from(attempt - 1));
         }
         let labels = |status: String| {
             [
@@ -217,16 +214,18 @@ impl Proxy {
         match outcome {
             Ok(mut response) => {
                 let status = response.status();
-                span.record("http.response.status_code", i64::from(status.as_u16()));
-                span.record(
+                // Attributes go to the OpenTelemetry span only: recording a field makes the
+                // JSON log layer re-serialise all of the span's fields.
+                span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
+                span.set_attribute(
                     "network.protocol.version",
                     telemetry::http::protocol_version(response.version()),
                 );
                 if status.is_client_error() || status.is_server_error() {
-                    span.record("error.type", status.as_str());
+                    span.set_attribute("error.type", status.as_str().to_owned());
                 }
                 if status.is_server_error() {
-                    span.record("otel.status_code", "ERROR");
+                    span.set_status(Status::error(""));
                 }
                 histogram!(UPSTREAM_DURATION, "upstream" => forward.target.name.clone())
                     .record(started.elapsed().as_secs_f64());
@@ -245,8 +244,8 @@ impl Proxy {
                 response.map(Body::new)
             }
             Err(problem) => {
-                span.record("otel.status_code", "ERROR");
-                span.record("error.type", problem.status_code().as_str());
+                span.set_status(Status::error(""));
+                span.set_attribute("error.type", problem.status_code().as_str().to_owned());
                 counter!(UPSTREAM_REQUESTS, &labels(problem.status.to_string())).increment(1);
                 problem.into_response()
             }

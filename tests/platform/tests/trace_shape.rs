@@ -247,7 +247,8 @@ async fn trace_shape(backend: TestBackend, db_system: &str) {
     }
 
     // A slow pool (a chaos delay on every connection taken): the wait is a span of its own
-    // under the statement that waited; a pool that answers at once adds none.
+    // under the statement that waited. (A wait under 1 ms gets none, but a shared machine
+    // can make any acquire slower than that, so the test does not count them.)
     let chaos = services.user.url("/chaos/faults");
     http.post(&chaos)
         .bearer_auth(CHAOS_TOKEN)
@@ -288,12 +289,6 @@ async fn trace_shape(backend: TestBackend, db_system: &str) {
         waited >= Duration::from_millis(40),
         "the wait span covers the wait: {waited:?}"
     );
-    let wait_spans = receiver
-        .spans()
-        .into_iter()
-        .filter(|s| s.name == "acquire connection")
-        .count();
-    assert_eq!(wait_spans, 1, "only the delayed statement waited");
 
     for span in receiver.spans() {
         for (key, value) in &span.attributes {
