@@ -9,7 +9,7 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use metrics::{Gauge, counter, gauge, histogram};
+use metrics::{Gauge, Label, counter, gauge, histogram};
 use opentelemetry::trace::Status;
 use tracing::Instrument;
 use tracing::field::Empty;
@@ -120,14 +120,14 @@ async fn observe(
     } else {
         span.in_scope(|| tracing::debug!(status = status.as_u16(), %route, "request completed"));
     }
-    let labels = [
-        ("service", service.to_owned()),
-        ("method", method.to_owned()),
-        ("route", route),
-        ("status", status.as_u16().to_string()),
+    let labels = vec![
+        Label::from_static_parts("service", service),
+        Label::from_static_parts("method", method),
+        Label::new("route", route),
+        Label::new("status", status.as_u16().to_string()),
     ];
-    histogram!(SERVER_DURATION, &labels).record(started.elapsed().as_secs_f64());
-    counter!(SERVER_REQUESTS, &labels).increment(1);
+    histogram!(SERVER_DURATION, labels.clone()).record(started.elapsed().as_secs_f64());
+    counter!(SERVER_REQUESTS, labels).increment(1);
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
