@@ -2,6 +2,7 @@
 //! metrics labelled by route template, and an `x-request-id` carried through.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
@@ -10,7 +11,8 @@ use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use metrics::{Gauge, Label, counter, gauge, histogram};
-use opentelemetry::trace::Status;
+use opentelemetry::trace::{Status, TraceContextExt};
+use sentry::SentryFutureExt;
 use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -62,6 +64,9 @@ async fn mark_route(matched: Option<MatchedPath>, request: Request, next: Next) 
         );
     }
     record_ids(&span);
+    if crate::sentry_enabled() {
+        tag_error_scope(&span, matched.as_ref(), &request);
+    }
     let mut response = next.run(request).instrument(span).await;
     if let Some(route) = matched {
         response.extensions_mut().insert(route);
@@ -101,7 +106,14 @@ async fn observe(
 
     let in_flight =
         InFlight::enter(gauge!(SERVER_ACTIVE, "service" => service, "method" => method));
-    let mut response = next.run(request).await;
+    // With Sentry on, each request gets a scope of its own, so an error event carries its
+    // request's trace, route and id, and breadcrumbs never mix two requests.
+    let mut response = if crate::sentry_enabled() {
+        let hub = Arc::new(sentry::Hub::new_from_top(sentry::Hub::current()));
+        next.run(request).bind_hub(hub).await
+    } else {
+        next.run(request).await
+    };
     drop(in_flight);
 
     let status = response.status();
@@ -132,6 +144,35 @@ async fn observe(
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
+}
+
+/// Names the request in the Sentry scope bound to it: the trace and span ids as Sentry's
+/// trace context (so an event links to the trace), the route and the request id as tags.
+fn tag_error_scope(span: &tracing::Span, route: Option<&MatchedPath>, request: &Request) {
+    let context = span.context();
+    let ids = context.span().span_context().clone();
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|id| id.0.clone());
+    sentry::configure_scope(|scope| {
+        if let Some(route) = route {
+            scope.set_tag("http.route", route.as_str());
+        }
+        if let Some(id) = request_id {
+            scope.set_tag("request_id", id);
+        }
+        if ids.is_valid() {
+            scope.set_context(
+                "trace",
+                sentry::protocol::TraceContext {
+                    trace_id: ids.trace_id().to_bytes().into(),
+                    span_id: ids.span_id().to_bytes().into(),
+                    ..Default::default()
+                },
+            );
+        }
+    });
 }
 
 /// The request's attributes beyond its fields: the scheme and protocol, who called (the first

@@ -114,6 +114,13 @@ fn flush_traces(provider: &SdkTracerProvider) {
 }
 
 static SDK_DISABLED: AtomicBool = AtomicBool::new(false);
+static SENTRY_ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether errors go to Sentry (`SENTRY_DSN` set): only then does a request get a Sentry
+/// scope of its own.
+fn sentry_enabled() -> bool {
+    SENTRY_ENABLED.load(Ordering::Relaxed)
+}
 
 /// Whether `OTEL_SDK_DISABLED=true` switched telemetry off in this process; then
 /// [`http::instrument`] leaves routers as they are.
@@ -174,7 +181,17 @@ pub fn init_with(config: TelemetryConfig) -> Result<TelemetryGuard, InitError> {
                 }))
                 .boxed(),
         );
-        layers.push(ErrorLayer::new().with_filter(LevelFilter::ERROR).boxed());
+        // tracing-loki reports its own failed pushes at ERROR: a Loki outage is not an
+        // application error, and would otherwise send an event per retry.
+        layers.push(
+            ErrorLayer::new()
+                .with_filter(LevelFilter::ERROR)
+                .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                    !meta.target().starts_with("tracing_loki")
+                }))
+                .boxed(),
+        );
+        SENTRY_ENABLED.store(true, Ordering::Relaxed);
         init_sentry(&config, dsn)
     });
 

@@ -1,96 +1,27 @@
 //! The real `sloop-user` binary as a process: SIGTERM drains in-flight requests, flushes
 //! spans and exits 0; `OTEL_SDK_DISABLED=true` switches telemetry off.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sloop_kit::testing::OtlpReceiver;
+use support::Service;
 
-/// A running `sloop-user` exporting to `receiver`, its address, and its stdout lines.
-struct Service {
-    child: Child,
-    addr: String,
-    logs: JoinHandle<Vec<String>>,
-    db: PathBuf,
-}
-
-impl Service {
-    fn start(receiver: &OtlpReceiver, extra_env: &[(&str, &str)]) -> Self {
-        let db = std::env::temp_dir().join(format!("sloop-process-{}.db", uuid::Uuid::new_v4()));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sloop-user"))
-            .env("LISTEN_ADDR", "127.0.0.1:0")
-            .env("DATABASE_URL", format!("sqlite://{}", db.display()))
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint)
-            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-            .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "info")
-            .envs(extra_env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start sloop-user");
-
-        // The service logs its bound address; port 0 means we must read it from there.
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("sloop-user exited before listening")
-                .unwrap();
-            let entry: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-            if entry["message"] == "listening" {
-                break entry["address"].as_str().unwrap().to_owned();
-            }
-        };
-        // Keep draining stdout so the child never blocks on a full pipe; keep the lines.
-        let logs = std::thread::spawn(move || lines.map_while(Result::ok).collect());
-        Self {
-            child,
-            addr,
-            logs,
-            db,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn sigterm(&self) {
-        let killed = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-    }
-
-    /// Waits for the process to exit after SIGTERM; returns its stdout lines.
-    async fn wait_for_clean_exit(mut self) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sloop-user did not exit after SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        };
-        assert_eq!(status.code(), Some(0), "clean exit after SIGTERM");
-        let _ = std::fs::remove_file(&self.db);
-        self.logs.join().unwrap()
-    }
+/// Exports spans to `receiver` over OTLP/HTTP.
+fn exporting_to(receiver: &OtlpReceiver) -> [(&'static str, &str); 2] {
+    [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+    ]
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_requests_flushes_spans_and_exits_zero() {
     let receiver = OtlpReceiver::start().await;
-    let service = Service::start(&receiver, &[]);
+    let service = Service::start(&exporting_to(&receiver));
     let addr = service.addr.clone();
 
     // Start a request and leave its body half sent: it is now in flight.
@@ -151,7 +82,13 @@ async fn sigterm_drains_requests_flushes_spans_and_exits_zero() {
 #[tokio::test(flavor = "multi_thread")]
 async fn otel_sdk_disabled_exports_no_spans_and_records_no_request_metrics() {
     let receiver = OtlpReceiver::start().await;
-    let service = Service::start(&receiver, &[("OTEL_SDK_DISABLED", "true")]);
+    let service = Service::start(
+        &[
+            exporting_to(&receiver).as_slice(),
+            &[("OTEL_SDK_DISABLED", "true")],
+        ]
+        .concat(),
+    );
     let client = reqwest::Client::new();
 
     let created = client

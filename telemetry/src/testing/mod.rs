@@ -1,5 +1,13 @@
-//! An OTLP/HTTP trace receiver for tests: decodes the real protobuf messages an exporter
-//! sends to `/v1/traces`, so tests check what a collector such as Jaeger would get.
+//! Receivers for tests that speak what each exporter really talks to: OTLP traces over
+//! HTTP/protobuf and gRPC (as a collector such as Jaeger takes them), Loki's push API and
+//! Sentry's envelope endpoint. Each decodes the real wire format, so a test checks what the
+//! backend would get.
+
+mod loki;
+mod sentry;
+
+pub use loki::{LokiEntry, LokiReceiver};
+pub use sentry::SentryReceiver;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,6 +19,9 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -97,7 +108,13 @@ pub struct ReceivedSpan {
     pub links: Vec<(String, String)>,
     pub start_unix_nano: u64,
     pub end_unix_nano: u64,
+    /// How it arrived: [`TRANSPORT_GRPC`] or [`TRANSPORT_HTTP`].
+    pub transport: &'static str,
 }
+
+/// The OTLP transports, as `OTEL_EXPORTER_OTLP_PROTOCOL` names them.
+pub const TRANSPORT_GRPC: &str = "grpc";
+pub const TRANSPORT_HTTP: &str = "http/protobuf";
 
 impl ReceivedSpan {
     /// The attribute as text, whatever its type (empty when missing), for messages.
@@ -158,9 +175,11 @@ impl ReceivedSpan {
 
 type Spans = Arc<Mutex<Vec<ReceivedSpan>>>;
 
-/// A receiver listening on a loopback port for as long as the current runtime lives.
+/// A receiver listening on a loopback port for as long as the current runtime lives. One
+/// port takes both transports, as a collector's would: OTLP/HTTP (`POST /v1/traces`) and
+/// OTLP/gRPC (HTTP/2 without TLS, the `TraceService/Export` method).
 pub struct OtlpReceiver {
-    /// Base URL to put in `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    /// Base URL to put in `OTEL_EXPORTER_OTLP_ENDPOINT`, for either protocol.
     pub endpoint: String,
     spans: Spans,
 }
@@ -170,14 +189,12 @@ impl OtlpReceiver {
         let spans: Spans = Arc::default();
         let app = Router::new()
             .route("/v1/traces", post(receive))
+            .route_service(
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                TraceServiceServer::new(GrpcTraces(spans.clone())),
+            )
             .with_state(spans.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the OTLP receiver");
-        let endpoint = format!("http://{}", listener.local_addr().expect("bound"));
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let endpoint = format!("http://{}", serve_on_loopback(app).await);
         Self { endpoint, spans }
     }
 
@@ -192,16 +209,34 @@ impl OtlpReceiver {
         timeout: Duration,
         wanted: impl Fn(&ReceivedSpan) -> bool,
     ) -> Option<ReceivedSpan> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(span) = self.spans().into_iter().find(|s| wanted(s)) {
-                return Some(span);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        wait_until(timeout, || self.spans().into_iter().find(|s| wanted(s))).await
+    }
+}
+
+/// Serves `app` on a fresh loopback port for as long as the current runtime lives.
+async fn serve_on_loopback(app: Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a test receiver on loopback");
+    let address = listener.local_addr().expect("bound");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    address
+}
+
+/// Polls `found` until it gives something or `timeout` passes: exporters batch and retry,
+/// so what they send arrives some time after what caused it.
+async fn wait_until<T>(timeout: Duration, found: impl Fn() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(thing) = found() {
+            return Some(thing);
         }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -209,6 +244,29 @@ async fn receive(State(spans): State<Spans>, body: Bytes) -> impl IntoResponse {
     let Ok(request) = ExportTraceServiceRequest::decode(body) else {
         return (axum::http::StatusCode::BAD_REQUEST, Vec::new()).into_response();
     };
+    store(&spans, request, TRANSPORT_HTTP);
+    (
+        [(header::CONTENT_TYPE, "application/x-protobuf")],
+        ExportTraceServiceResponse::default().encode_to_vec(),
+    )
+        .into_response()
+}
+
+/// The gRPC side of the receiver.
+struct GrpcTraces(Spans);
+
+#[tonic::async_trait]
+impl TraceService for GrpcTraces {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        store(&self.0, request.into_inner(), TRANSPORT_GRPC);
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+fn store(spans: &Spans, request: ExportTraceServiceRequest, transport: &'static str) {
     let mut received = Vec::new();
     for resource_spans in request.resource_spans {
         let resource = attribute_map(
@@ -245,15 +303,11 @@ async fn receive(State(spans): State<Spans>, body: Bytes) -> impl IntoResponse {
                     .collect(),
                 start_unix_nano: span.start_time_unix_nano,
                 end_unix_nano: span.end_time_unix_nano,
+                transport,
             });
         }
     }
     spans.lock().expect("span list lock").extend(received);
-    (
-        [(header::CONTENT_TYPE, "application/x-protobuf")],
-        ExportTraceServiceResponse::default().encode_to_vec(),
-    )
-        .into_response()
 }
 
 fn attribute_map(attributes: Vec<KeyValue>) -> HashMap<String, AttributeValue> {
@@ -298,6 +352,7 @@ mod tests {
             links: Vec::new(),
             start_unix_nano: 0,
             end_unix_nano: 0,
+            transport: TRANSPORT_HTTP,
         }
     }
 
