@@ -27,7 +27,17 @@ impl<E: SpanExporter> SpanExporter for WithoutLogOnlyFields<E> {
             span.attributes
                 .retain(|kv| !LOG_ONLY_FIELDS.contains(&kv.key.as_str()));
         }
-        self.0.export(batch).await
+        let spans = batch.len() as u64;
+        let result = self.0.export(batch).await;
+        // The SDK's own count of lost spans is private and its warnings are compiled out:
+        // this counter is how an operator sees that a collector is down.
+        let counter = if result.is_ok() {
+            metrics::counter!(crate::metrics::SPANS_EXPORTED)
+        } else {
+            metrics::counter!(crate::metrics::SPANS_EXPORTED, "error_type" => "export_failed")
+        };
+        counter.increment(spans);
+        result
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {

@@ -19,6 +19,7 @@ pub mod propagation;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -87,10 +88,11 @@ impl TelemetryGuard {
         let _ = tokio::task::spawn_blocking(move || flush_traces(&provider)).await;
         self.flushed = true;
         if let Some(sentry) = self.sentry.take() {
-            let _ = tokio::task::spawn_blocking(move || {
-                sentry.flush(Some(Duration::from_secs(2)));
-            })
-            .await;
+            // The transport's own timeouts bound this; the outer one is a backstop.
+            let flushed = tokio::task::spawn_blocking(move || {
+                sentry.flush(Some(SENTRY_TIMEOUT));
+            });
+            let _ = tokio::time::timeout(SENTRY_TIMEOUT * 4, flushed).await;
         }
     }
 
@@ -303,12 +305,42 @@ fn loki_layer(
         .map_err(|e| loki_error(&e))
 }
 
+/// The longest any one Sentry delivery may take, and how long a flush waits.
+const SENTRY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Sentry's HTTP transport with timeouts: the stock one has none, so an endpoint that accepts
+/// and never answers would hold its sending thread, and so shutdown, forever.
+struct BoundedSentryTransport;
+
+impl sentry::TransportFactory for BoundedSentryTransport {
+    fn create_transport_with_options(
+        &self,
+        options: sentry::TransportOptions,
+    ) -> Arc<dyn sentry::Transport> {
+        let transport = sentry::transports::ReqwestHttpTransportOptions::from(options);
+        let transport = match reqwest::Client::builder()
+            .connect_timeout(SENTRY_TIMEOUT)
+            .timeout(SENTRY_TIMEOUT)
+            .build()
+        {
+            Ok(client) => transport.with_client(client),
+            Err(_) => transport,
+        };
+        Arc::new(transport.build())
+    }
+}
+
 fn init_sentry(config: &TelemetryConfig, dsn: &str) -> sentry::ClientInitGuard {
-    let mut options = sentry::ClientOptions::new().dsn(dsn).release(format!(
-        "{}@{}",
-        config.service_name,
-        env!("CARGO_PKG_VERSION")
-    ));
+    let mut options = sentry::ClientOptions::new()
+        .dsn(dsn)
+        .release(format!(
+            "{}@{}",
+            config.service_name,
+            env!("CARGO_PKG_VERSION")
+        ))
+        .transport(BoundedSentryTransport)
+        // How long the panic handler waits to deliver a panic, on the panicking thread.
+        .shutdown_timeout(SENTRY_TIMEOUT);
     if let Some(environment) = &config.environment {
         options = options.environment(environment.clone());
     }

@@ -30,6 +30,10 @@ pub const MESSAGING_END_TO_END: &str = "messaging_end_to_end_duration_seconds";
 pub const OUTBOX_PENDING: &str = "outbox_pending_events";
 pub const OUTBOX_OLDEST_AGE: &str = "outbox_oldest_pending_age_seconds";
 
+// Telemetry's own delivery, after the OpenTelemetry SDK self-metric
+// `otel.sdk.exporter.span.exported`: `error_type` is set only on spans that were lost.
+pub const SPANS_EXPORTED: &str = "otel_sdk_exporter_span_exported_total";
+
 // Resilience of calls to other services.
 pub const BREAKER_STATE: &str = "circuit_breaker_state";
 pub const BREAKER_TRANSITIONS: &str = "circuit_breaker_transitions_total";
@@ -76,6 +80,10 @@ fn describe() {
         "Duration of outgoing HTTP requests."
     );
     metrics::describe_counter!(CLIENT_REQUESTS, "Outgoing HTTP requests completed.");
+    metrics::describe_counter!(
+        SPANS_EXPORTED,
+        "Spans the OTLP exporter handed to the collector; with error_type, spans it lost."
+    );
     metrics::describe_gauge!(CLIENT_ACTIVE, "Outgoing HTTP requests in flight.");
     metrics::describe_counter!(
         MESSAGING_SENT,

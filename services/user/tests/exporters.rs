@@ -4,13 +4,13 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::Service;
 use telemetry::testing::{
     LokiReceiver, OtlpReceiver, SPAN_KIND_SERVER, STATUS_ERROR, SentryReceiver, TRANSPORT_GRPC,
-    TRANSPORT_HTTP,
+    TRANSPORT_HTTP, hanging_endpoint,
 };
 
 const CHAOS_TOKEN: &str = "exporters-test-token";
@@ -229,4 +229,81 @@ async fn an_error_in_a_request_reaches_sentry_once_with_its_trace_and_route_and_
     tokio::time::sleep(Duration::from_secs(2)).await;
     let events = sentry.events();
     assert_eq!(events.len(), 1, "one failure, one event: {events:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exporters_that_hang_slow_no_request_nor_shutdown_and_lost_spans_are_counted() {
+    let (collector, loki) = (hanging_endpoint(), hanging_endpoint());
+    let sentry_dsn = hanging_endpoint().replace("http://", "http://publickey@") + "/1";
+    let service = Service::start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "500"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("LOKI_URL", loki.as_str()),
+        ("SENTRY_DSN", sentry_dsn.as_str()),
+        ("SHUTDOWN_TIMEOUT", "2s"),
+        ("CHAOS_ENABLED", "true"),
+        ("CHAOS_TOKEN", CHAOS_TOKEN),
+    ]);
+
+    // An error, so the Sentry transport has an event to send into the void.
+    inject(
+        &service,
+        json!({"target": "database", "action": {"abort": {"status": 503}}}),
+    )
+    .await;
+    let failed = client()
+        .get(service.url(&format!("/users/{}", uuid::Uuid::new_v4())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 500);
+    let cleared = client()
+        .delete(service.url("/chaos/faults"))
+        .bearer_auth(CHAOS_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        cleared.status().is_success(),
+        "clear faults: {}",
+        cleared.status()
+    );
+
+    // Every request is answered, and none waits on an exporter: a bound far above this
+    // service's milliseconds and far below the exporters' timeouts.
+    let mut slowest = Duration::ZERO;
+    for _ in 0..50 {
+        let started = Instant::now();
+        let created = create_user(&service, &Caller::new()).await;
+        assert_eq!(created.status(), 201);
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_millis(400),
+        "slowest request took {slowest:?}"
+    );
+
+    // The spans that could not be delivered are counted where Prometheus reads.
+    let lost = r#"otel_sdk_exporter_span_exported_total{error_type="export_failed"}"#;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let metrics = client().get(service.url("/metrics")).send().await.unwrap();
+        let text = metrics.text().await.unwrap();
+        if text.lines().any(|line| line.starts_with(lost)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no {lost} in:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Shutdown is bounded too (the helper fails past 15 s, or on a non-zero exit).
+    let stopping = Instant::now();
+    service.sigterm();
+    service.wait_for_clean_exit().await;
+    eprintln!(
+        "exited {:?} after SIGTERM with every exporter hanging",
+        stopping.elapsed()
+    );
 }

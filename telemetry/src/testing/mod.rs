@@ -213,6 +213,18 @@ impl OtlpReceiver {
     }
 }
 
+/// An endpoint that accepts connections and never answers, for as long as the test process
+/// lives: a collector, Loki or Sentry that hangs. Returns its base URL.
+pub fn hanging_endpoint() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a hanging endpoint");
+    let address = listener.local_addr().expect("bound");
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().collect();
+        drop(held);
+    });
+    format!("http://{address}")
+}
+
 /// Serves `app` on a fresh loopback port for as long as the current runtime lives.
 async fn serve_on_loopback(app: Router) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
