@@ -184,12 +184,13 @@ pub fn init_with(config: TelemetryConfig) -> Result<TelemetryGuard, InitError> {
                 .boxed(),
         );
         // tracing-loki reports its own failed pushes at ERROR: a Loki outage is not an
-        // application error, and would otherwise send an event per retry.
+        // application error, and would otherwise send an event per retry. A panic is
+        // reported by Sentry's panic handler, with its backtrace, not by its log line.
         layers.push(
             ErrorLayer::new()
                 .with_filter(LevelFilter::ERROR)
                 .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-                    !meta.target().starts_with("tracing_loki")
+                    !meta.target().starts_with("tracing_loki") && meta.target() != PANIC_TARGET
                 }))
                 .boxed(),
         );
@@ -209,6 +210,10 @@ pub fn init_with(config: TelemetryConfig) -> Result<TelemetryGuard, InitError> {
         flushed: false,
     })
 }
+
+/// The target of the log line for a request whose handler panicked. Sentry's panic handler
+/// reports the panic itself, so the Sentry error layer skips this target.
+pub const PANIC_TARGET: &str = "sloop::panic";
 
 /// The target of spans meant for traces only (one per database statement): log layers skip
 /// them, so they cost no field formatting, and lines logged inside them carry the request's

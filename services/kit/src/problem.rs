@@ -94,6 +94,18 @@ impl Problem {
     /// It is never sent to the client.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
+        Self::unexplained_failure()
+    }
+
+    /// A handler that panicked. Sentry's panic handler has already reported the panic, with
+    /// its backtrace, so the log line goes where error trackers do not look
+    /// ([`telemetry::PANIC_TARGET`]): one failure, one event.
+    pub fn panicked() -> Self {
+        tracing::error!(target: telemetry::PANIC_TARGET, "handler panicked");
+        Self::unexplained_failure()
+    }
+
+    fn unexplained_failure() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",

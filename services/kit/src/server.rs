@@ -95,7 +95,7 @@ async fn time_limit(limit: Duration, request: Request, next: Next) -> Response {
 }
 
 fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    Problem::internal(&"handler panicked").into_response()
+    Problem::panicked().into_response()
 }
 
 /// A bound listener and the app it will serve. Binding first lets tests use port 0 and
