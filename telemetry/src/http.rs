@@ -11,7 +11,7 @@ use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use metrics::{Gauge, Label, counter, gauge, histogram};
-use opentelemetry::trace::{Status, TraceContextExt};
+use opentelemetry::trace::Status;
 use sentry::SentryFutureExt;
 use tracing::Instrument;
 use tracing::field::Empty;
@@ -63,16 +63,24 @@ async fn mark_route(matched: Option<MatchedPath>, request: Request, next: Next) 
             format!("{} {}", request.method(), route.as_str()),
         );
     }
-    record_ids(&span);
+    let ids = record_ids(&span);
     if crate::sentry_enabled() {
-        tag_error_scope(&span, matched.as_ref(), &request);
+        tag_error_scope(&ids, matched.as_ref(), &request);
     }
     let mut response = next.run(request).instrument(span).await;
     if let Some(route) = matched {
         response.extensions_mut().insert(route);
     }
+    if ids.is_sampled() {
+        response.extensions_mut().insert(SampledIds(ids));
+    }
     response
 }
+
+/// The ids of a request's span when it is sampled (its trace reaches the backend), handed
+/// from `mark_route` to `observe` for the duration histogram's exemplar.
+#[derive(Clone)]
+struct SampledIds(opentelemetry::trace::SpanContext);
 
 async fn observe(
     State(service): State<&'static str>,
@@ -132,13 +140,23 @@ async fn observe(
     } else {
         span.in_scope(|| tracing::debug!(status = status.as_u16(), %route, "request completed"));
     }
+    let seconds = started.elapsed().as_secs_f64();
+    let status_label = status.as_u16().to_string();
+    if let Some(SampledIds(ids)) = response.extensions().get() {
+        crate::exemplars::record(
+            [service, method, &route, &status_label],
+            seconds,
+            ids.trace_id(),
+            ids.span_id(),
+        );
+    }
     let labels = vec![
         Label::from_static_parts("service", service),
         Label::from_static_parts("method", method),
         Label::new("route", route),
-        Label::new("status", status.as_u16().to_string()),
+        Label::new("status", status_label),
     ];
-    histogram!(SERVER_DURATION, labels.clone()).record(started.elapsed().as_secs_f64());
+    histogram!(SERVER_DURATION, labels.clone()).record(seconds);
     counter!(SERVER_REQUESTS, labels).increment(1);
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
@@ -148,9 +166,11 @@ async fn observe(
 
 /// Names the request in the Sentry scope bound to it: the trace and span ids as Sentry's
 /// trace context (so an event links to the trace), the route and the request id as tags.
-fn tag_error_scope(span: &tracing::Span, route: Option<&MatchedPath>, request: &Request) {
-    let context = span.context();
-    let ids = context.span().span_context().clone();
+fn tag_error_scope(
+    ids: &opentelemetry::trace::SpanContext,
+    route: Option<&MatchedPath>,
+    request: &Request,
+) {
     let request_id = request
         .extensions()
         .get::<RequestId>()

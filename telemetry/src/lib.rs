@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod config;
+mod exemplars;
 mod export;
 pub mod http;
 mod logs;

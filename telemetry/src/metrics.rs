@@ -140,22 +140,24 @@ fn describe() {
     );
 }
 
-/// A router serving `GET /metrics` in the Prometheus text format.
+/// A router serving `GET /metrics`: the Prometheus text format, or OpenMetrics with the
+/// duration histogram's exemplars when the scrape asks for it (Prometheus does by default).
 pub fn router() -> Router {
     let handle = install();
     Router::new().route(
         "/metrics",
-        get(move || {
-            let body = handle.render();
+        get(move |headers: axum::http::HeaderMap| {
+            let text = handle.render();
             async move {
-                (
-                    [(
-                        header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    body,
-                )
-                    .into_response()
+                let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+                if crate::exemplars::wants_openmetrics(accept) {
+                    let body = crate::exemplars::to_openmetrics(&text);
+                    let content_type = crate::exemplars::OPENMETRICS_CONTENT_TYPE;
+                    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+                } else {
+                    let content_type = "text/plain; version=0.0.4; charset=utf-8";
+                    ([(header::CONTENT_TYPE, content_type)], text).into_response()
+                }
             }
         }),
     )

@@ -54,15 +54,16 @@ fn inject(span: &tracing::Span, carrier: &mut dyn Injector) {
 }
 
 /// Records the span's own `trace_id` and `span_id` as fields, which the log formatters and
-/// Loki layer copy onto every line logged inside it. The span must declare both fields.
-pub fn record_ids(span: &tracing::Span) {
+/// Loki layer copy onto every line logged inside it, and returns them. The span must declare
+/// both fields.
+pub fn record_ids(span: &tracing::Span) -> opentelemetry::trace::SpanContext {
     let context = span.context();
-    let otel_span = context.span();
-    let ids = otel_span.span_context();
+    let ids = context.span().span_context().clone();
     if ids.is_valid() {
         span.record("trace_id", tracing::field::display(ids.trace_id()));
         span.record("span_id", tracing::field::display(ids.span_id()));
     }
+    ids
 }
 
 #[cfg(test)]

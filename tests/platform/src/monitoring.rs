@@ -122,6 +122,8 @@ pub async fn prometheus(config: &str) -> Server {
         format!("--config.file={}", dir.join("prometheus.yml").display()),
         format!("--storage.tsdb.path={}", dir.join("data").display()),
         "--web.listen-address=127.0.0.1:{port}".to_owned(),
+        // Keeps the exemplars the services' OpenMetrics exposition carries.
+        "--enable-feature=exemplar-storage".to_owned(),
     ];
     let server = spawn(&binary, args, dir, "prometheus");
     wait_ready(&server).await;
