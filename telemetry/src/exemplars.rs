@@ -30,42 +30,74 @@ struct Exemplar {
     at: f64,
 }
 
-/// `service`, `method`, `route`, `status`: the labels of a request duration series.
-type SeriesKey = [String; 4];
+/// One request duration series (its `route` is the store's key) and one exemplar slot per
+/// bucket, the last for `+Inf`.
+struct Series {
+    service: &'static str,
+    method: &'static str,
+    status: u16,
+    slots: Vec<Option<Exemplar>>,
+}
 
-/// Per series, one slot per bucket (the last is `+Inf`).
-type Store = HashMap<SeriesKey, Vec<Option<Exemplar>>>;
+/// By route, so recording looks a series up without allocating: this runs on every request.
+type Store = HashMap<String, Vec<Series>>;
 
 fn store() -> &'static Mutex<Store> {
     static STORE: OnceLock<Mutex<Store>> = OnceLock::new();
     STORE.get_or_init(Mutex::default)
 }
 
-/// Keeps `trace_id`/`span_id` as the exemplar of the bucket `seconds` falls in, for the
-/// series named by `labels` (`service`, `method`, `route`, `status`).
-pub(crate) fn record(labels: [&str; 4], seconds: f64, trace_id: TraceId, span_id: SpanId) {
+/// The request behind a duration sample: its series' labels and its span.
+pub(crate) struct Sample<'a> {
+    pub service: &'static str,
+    pub method: &'static str,
+    pub route: &'a str,
+    pub status: u16,
+    pub seconds: f64,
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+}
+
+/// Keeps `sample` as the exemplar of the bucket its duration falls in.
+pub(crate) fn record(sample: Sample<'_>) {
     let bucket = DURATION_BUCKETS
         .iter()
-        .position(|bound| seconds <= *bound)
+        .position(|bound| sample.seconds <= *bound)
         .unwrap_or(DURATION_BUCKETS.len());
     let at = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or_default();
     let exemplar = Exemplar {
-        trace_id,
-        span_id,
-        seconds,
+        trace_id: sample.trace_id,
+        span_id: sample.span_id,
+        seconds: sample.seconds,
         at,
     };
     let mut store = store()
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let key = labels.map(str::to_owned);
-    let slots = store
-        .entry(key)
-        .or_insert_with(|| vec![None; DURATION_BUCKETS.len() + 1]);
-    slots[bucket] = Some(exemplar);
+    if !store.contains_key(sample.route) {
+        store.insert(sample.route.to_owned(), Vec::new());
+    }
+    let route = store.get_mut(sample.route).expect("inserted above");
+    let position = route.iter().position(|series| {
+        (series.service, series.method, series.status)
+            == (sample.service, sample.method, sample.status)
+    });
+    let series = match position {
+        Some(i) => &mut route[i],
+        None => {
+            route.push(Series {
+                service: sample.service,
+                method: sample.method,
+                status: sample.status,
+                slots: vec![None; DURATION_BUCKETS.len() + 1],
+            });
+            route.last_mut().expect("pushed above")
+        }
+    };
+    series.slots[bucket] = Some(exemplar);
 }
 
 /// Whether an `Accept` header asks for OpenMetrics.
@@ -127,9 +159,14 @@ fn exemplar_for(store: &Store, line: &str) -> Option<Exemplar> {
                 .position(|b| (b - bound).abs() < 1e-9)?
         }
     };
-    let key = ["service", "method", "route", "status"]
-        .map(|name| labels.get(name).cloned().unwrap_or_default());
-    store.get(&key)?.get(bucket).copied().flatten()
+    let label = |name: &str| labels.get(name).map(String::as_str).unwrap_or_default();
+    let status: u16 = label("status").parse().ok()?;
+    let series = store.get(label("route"))?.iter().find(|series| {
+        series.service == label("service")
+            && series.method == label("method")
+            && series.status == status
+    })?;
+    series.slots.get(bucket).copied().flatten()
 }
 
 /// `a="x",b="y\"z"` as a map, undoing the exposition's escapes.
@@ -182,7 +219,15 @@ http_server_request_duration_seconds_count{service="ex",method="GET",route="/ex/
     fn the_exposition_becomes_openmetrics_with_an_exemplar_in_the_bucket_it_fell_in() {
         let trace_id = TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
         let span_id = SpanId::from_hex("00f067aa0ba902b7").unwrap();
-        record(["ex", "GET", "/ex/{id}", "200"], 0.18, trace_id, span_id);
+        record(Sample {
+            service: "ex",
+            method: "GET",
+            route: "/ex/{id}",
+            status: 200,
+            seconds: 0.18,
+            trace_id,
+            span_id,
+        });
 
         let open = to_openmetrics(TEXT);
         assert!(open.ends_with("\n# EOF\n"), "{open}");

@@ -141,20 +141,22 @@ async fn observe(
         span.in_scope(|| tracing::debug!(status = status.as_u16(), %route, "request completed"));
     }
     let seconds = started.elapsed().as_secs_f64();
-    let status_label = status.as_u16().to_string();
     if let Some(SampledIds(ids)) = response.extensions().get() {
-        crate::exemplars::record(
-            [service, method, &route, &status_label],
+        crate::exemplars::record(crate::exemplars::Sample {
+            service,
+            method,
+            route: &route,
+            status: status.as_u16(),
             seconds,
-            ids.trace_id(),
-            ids.span_id(),
-        );
+            trace_id: ids.trace_id(),
+            span_id: ids.span_id(),
+        });
     }
     let labels = vec![
         Label::from_static_parts("service", service),
         Label::from_static_parts("method", method),
         Label::new("route", route),
-        Label::new("status", status_label),
+        Label::new("status", status.as_u16().to_string()),
     ];
     histogram!(SERVER_DURATION, labels.clone()).record(seconds);
     counter!(SERVER_REQUESTS, labels).increment(1);
