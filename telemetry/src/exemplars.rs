@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, TryLockError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use opentelemetry::trace::{SpanId, TraceId};
@@ -74,9 +74,13 @@ pub(crate) fn record(sample: Sample<'_>) {
         seconds: sample.seconds,
         at,
     };
-    let mut store = store()
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // An exemplar is a sample: when another request holds the store, this one is skipped
+    // rather than made to wait, so busy workers never queue on the lock.
+    let mut store = match store().try_lock() {
+        Ok(store) => store,
+        Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+        Err(TryLockError::WouldBlock) => return,
+    };
     if !store.contains_key(sample.route) {
         store.insert(sample.route.to_owned(), Vec::new());
     }
