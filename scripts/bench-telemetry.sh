@@ -36,6 +36,7 @@ while (($#)); do
     *) echo "a variant is NAME=BINARY[,ENV=VALUE ...], not $1; see --help" >&2; exit 2 ;;
   esac
 done
+ensure_packages # wrk, python3, curl
 if ((${#variants[@]} == 0)); then
   echo "==> cargo build --release (sloop-user, loadtest)"
   cargo build --release --locked -q -p sloop-user -p loadtest
@@ -50,7 +51,6 @@ for variant in "${variants[@]}"; do
   [[ -x "$bin" ]] || { echo "$bin is not an executable; build it with cargo build --release -p sloop-user" >&2; exit 2; }
 done
 [[ -x target/release/loadtest ]] || { echo "target/release/loadtest is missing: cargo build --release -p loadtest" >&2; exit 2; }
-command -v wrk >/dev/null || { echo "wrk is missing: apt-get install wrk" >&2; exit 2; }
 
 mkdir -p "$out"
 work="$(mktemp -d /tmp/sloop-bench-telemetry.XXXXXX)"

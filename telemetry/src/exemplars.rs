@@ -8,7 +8,7 @@
 //! default), that text is rewritten into OpenMetrics 1.0: no blank lines, counter families
 //! named without `_total`, an exemplar after each `_bucket` sample that has one, and `# EOF`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::{Mutex, OnceLock, TryLockError};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -173,10 +173,11 @@ fn exemplar_for(store: &Store, line: &str) -> Option<Exemplar> {
     series.slots.get(bucket).copied().flatten()
 }
 
-/// `a="x",b="y\"z"` as a map, undoing the exposition's escapes.
-fn parse_labels(text: &str) -> Option<HashMap<String, String>> {
-    let mut labels = HashMap::new();
-    let mut rest = text;
+/// `a="x",b="y\"z"` as a map, undoing the exposition's escapes. Loki's label sets are
+/// written the same way, so its test receiver reads them with this too.
+pub(crate) fn parse_labels(text: &str) -> Option<BTreeMap<String, String>> {
+    let mut labels = BTreeMap::new();
+    let mut rest = text.trim();
     while !rest.is_empty() {
         let (name, after) = rest.split_once("=\"")?;
         let mut value = String::new();
@@ -187,13 +188,14 @@ fn parse_labels(text: &str) -> Option<HashMap<String, String>> {
                 '"' => break i,
                 '\\' => value.push(match chars.next()?.1 {
                     'n' => '\n',
+                    't' => '\t',
                     other => other,
                 }),
                 c => value.push(c),
             }
         };
-        labels.insert(name.trim_start_matches(',').to_owned(), value);
-        rest = &after[close + 1..];
+        labels.insert(name.trim().to_owned(), value);
+        rest = after[close + 1..].trim_start_matches(',').trim_start();
     }
     Some(labels)
 }

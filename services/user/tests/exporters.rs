@@ -50,6 +50,16 @@ async fn inject(service: &Service, rule: Value) {
     assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
 }
 
+/// `GET /users/{id}` of an id no one created, as `caller`.
+async fn read_unknown_user(service: &Service, caller: &Caller) -> reqwest::Response {
+    client()
+        .get(service.url(&format!("/users/{}", uuid::Uuid::new_v4())))
+        .header("traceparent", caller.traceparent())
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn create_user(service: &Service, caller: &Caller) -> reqwest::Response {
     client()
         .post(service.url("/users"))
@@ -101,12 +111,7 @@ async fn spans_arrive_over_grpc_and_http_protobuf_with_resource_conventions_and_
         )
         .await;
         let failing = Caller::new();
-        let response = client()
-            .get(service.url(&format!("/users/{}", uuid::Uuid::new_v4())))
-            .header("traceparent", failing.traceparent())
-            .send()
-            .await
-            .unwrap();
+        let response = read_unknown_user(&service, &failing).await;
         assert_eq!(response.status(), 503);
         let failed = receiver
             .wait_for(WAIT, |s| {
@@ -185,12 +190,7 @@ async fn an_error_in_a_request_reaches_sentry_once_with_its_trace_and_route_and_
     )
     .await;
     let caller = Caller::new();
-    let failed = client()
-        .get(service.url(&format!("/users/{}", uuid::Uuid::new_v4())))
-        .header("traceparent", caller.traceparent())
-        .send()
-        .await
-        .unwrap();
+    let failed = read_unknown_user(&service, &caller).await;
     assert_eq!(failed.status(), 500);
     let request_id = failed.headers()["x-request-id"]
         .to_str()
@@ -253,11 +253,7 @@ async fn exporters_that_hang_slow_no_request_nor_shutdown_and_lost_spans_are_cou
         json!({"target": "database", "action": {"abort": {"status": 503}}}),
     )
     .await;
-    let failed = client()
-        .get(service.url(&format!("/users/{}", uuid::Uuid::new_v4())))
-        .send()
-        .await
-        .unwrap();
+    let failed = read_unknown_user(&service, &Caller::new()).await;
     assert_eq!(failed.status(), 500);
     let cleared = client()
         .delete(service.url("/chaos/faults"))

@@ -127,30 +127,9 @@ async fn push(State(entries): State<Entries>, headers: HeaderMap, body: Bytes) -
     StatusCode::NO_CONTENT
 }
 
-/// `{service="user",level="info"}` as a map; values are quoted with backslash escapes.
+/// `{service="user",level="info"}` as a map.
 fn parse_labels(text: &str) -> Option<BTreeMap<String, String>> {
-    let mut rest = text.strip_prefix('{')?.strip_suffix('}')?;
-    let mut labels = BTreeMap::new();
-    while !rest.is_empty() {
-        let (key, after) = rest.split_once("=\"")?;
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let close = loop {
-            let (i, c) = chars.next()?;
-            match c {
-                '"' => break i,
-                '\\' => value.push(match chars.next()?.1 {
-                    'n' => '\n',
-                    't' => '\t',
-                    other => other,
-                }),
-                c => value.push(c),
-            }
-        };
-        labels.insert(key.trim().to_owned(), value);
-        rest = after[close + 1..].trim_start_matches(',').trim_start();
-    }
-    Some(labels)
+    crate::exemplars::parse_labels(text.strip_prefix('{')?.strip_suffix('}')?)
 }
 
 #[cfg(test)]
