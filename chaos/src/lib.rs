@@ -10,7 +10,6 @@
 //! - [`admin`]: the `/chaos/faults` admin API behind a bearer token;
 
 pub mod admin;
-mod duration;
 pub mod faults;
 pub mod layer;
 pub mod rule;

@@ -10,8 +10,6 @@ use rand_distr::{Distribution, LogNormal};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::duration;
-
 /// The longest a rule may live; an experiment that needs longer applies it again.
 pub const MAX_TTL: Duration = Duration::from_secs(60 * 60);
 /// The time-to-live of a rule that does not say.
@@ -38,7 +36,7 @@ pub struct Rule {
     #[serde(default = "always")]
     pub probability: f64,
     /// How long the rule lives, e.g. `90s`, `5m` (default 5m, at most 1h).
-    #[serde(default = "default_ttl", with = "duration")]
+    #[serde(default = "default_ttl", with = "sloop_duration::serde")]
     #[schema(value_type = String, example = "5m")]
     pub ttl: Duration,
 }
@@ -138,20 +136,20 @@ impl Action {
 pub enum Delay {
     /// `fixed`, plus up to `jitter` more drawn uniformly.
     Fixed {
-        #[serde(with = "duration")]
+        #[serde(with = "sloop_duration::serde")]
         #[schema(value_type = String, example = "200ms")]
         fixed: Duration,
-        #[serde(default, with = "duration")]
+        #[serde(default, with = "sloop_duration::serde")]
         #[schema(value_type = String, example = "50ms")]
         jitter: Duration,
     },
     /// Drawn from a log-normal distribution with this median and 99th percentile: most
     /// requests a little slow, a few very slow, as real latency is.
     LogNormal {
-        #[serde(with = "duration")]
+        #[serde(with = "sloop_duration::serde")]
         #[schema(value_type = String, example = "100ms")]
         median: Duration,
-        #[serde(with = "duration")]
+        #[serde(with = "sloop_duration::serde")]
         #[schema(value_type = String, example = "2s")]
         p99: Duration,
     },
@@ -188,8 +186,8 @@ impl Delay {
         match self {
             Self::Fixed { fixed, jitter } if *fixed + *jitter > MAX_DELAY => Err(format!(
                 "delay fixed + jitter is {}; at most {} per rule",
-                humantime::format_duration(*fixed + *jitter),
-                humantime::format_duration(MAX_DELAY)
+                sloop_duration::format(*fixed + *jitter),
+                sloop_duration::format(MAX_DELAY)
             )),
             Self::LogNormal { median, .. } if median.is_zero() => {
                 Err("delay median must be above 0".to_owned())
@@ -199,7 +197,7 @@ impl Delay {
             }
             Self::LogNormal { median, .. } if *median > MAX_DELAY => Err(format!(
                 "delay median must be at most {}",
-                humantime::format_duration(MAX_DELAY)
+                sloop_duration::format(MAX_DELAY)
             )),
             _ => Ok(()),
         }
@@ -246,8 +244,8 @@ impl Rule {
         if self.ttl.is_zero() || self.ttl > MAX_TTL {
             return Err(format!(
                 "ttl is {}; it must be above 0 and at most {}",
-                humantime::format_duration(self.ttl),
-                humantime::format_duration(MAX_TTL)
+                sloop_duration::format(self.ttl),
+                sloop_duration::format(MAX_TTL)
             ));
         }
         if let Some(method) = &self.matcher.method

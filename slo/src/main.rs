@@ -88,7 +88,7 @@ struct Input {
     #[arg(long, num_args = 1..)]
     scrape: Vec<String>,
     /// Time between the two scrapes, e.g. 30s.
-    #[arg(long, default_value = "30s", value_parser = parse_interval)]
+    #[arg(long, default_value = "30s", value_parser = sloop_duration::parse_positive)]
     interval: Duration,
     /// Budget left (percent) under which the verdict is "at risk".
     #[arg(long, default_value_t = 25.0)]
@@ -101,10 +101,6 @@ enum Format {
     Markdown,
     Json,
     Html,
-}
-
-fn parse_interval(text: &str) -> Result<Duration, String> {
-    slo::spec::parse_duration(text)
 }
 
 fn main() -> ExitCode {

@@ -416,28 +416,10 @@ pub fn parse_window(text: &str) -> Result<Window, String> {
     Ok(Window::Rolling(duration))
 }
 
-/// Prometheus-style durations: a number and one unit of s, m, h, d, w.
+/// A positive duration in sloop's one grammar (`5m`, `6h`, `30d`), its error as text for
+/// spec messages.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration; write it like 30d, 6h or 5m"))?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 7 * 86_400,
-        _ => return Err(format!("`{text}` has an unknown unit; use s, m, h, d or w")),
-    };
-    if n == 0 {
-        return Err(format!("`{text}` is zero; a duration must be positive"));
-    }
-    Ok(Duration::from_secs(n * seconds))
+    sloop_duration::parse_positive(text).map_err(|e| e.to_string())
 }
 
 /// Formats a duration the way Prometheus writes ranges: `5m`, `1h`, `30d`.
@@ -561,7 +543,7 @@ slos:
         let bad = GOOD.replace("window: 30d", "window: 30x");
         let err = parse(&bad).unwrap_err().to_string();
         assert!(err.starts_with("slos/user.yaml:7:"), "{err}");
-        assert!(err.contains("unknown unit"), "{err}");
+        assert!(err.contains("not a duration"), "{err}");
 
         let bad = GOOD.replace("threshold: 0.2", "threshold: -1");
         let err = parse(&bad).unwrap_err().to_string();

@@ -43,7 +43,7 @@ struct Cli {
     targets: Option<PathBuf>,
 
     /// How long to wait for each service.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, global = true)]
+    #[arg(long, default_value = "5s", value_parser = sloop_duration::parse, global = true)]
     timeout: Duration,
 
     #[command(subcommand)]
@@ -355,8 +355,8 @@ fn describe(plan: &Plan, targets: &Targets) -> String {
         text,
         "steady state: {} (during: every {}; after: within {} of the rollback)",
         h.title,
-        humantime::format_duration(h.interval),
-        humantime::format_duration(h.settle)
+        sloop_duration::format(h.interval),
+        sloop_duration::format(h.settle)
     );
     for p in &h.probes {
         let when: Vec<&str> = p.when.iter().map(|w| w.as_str()).collect();
@@ -416,10 +416,10 @@ fn describe(plan: &Plan, targets: &Targets) -> String {
                     ""
                 }
             ),
-            Action::Wait(d) => format!("wait {}", humantime::format_duration(*d)),
+            Action::Wait(d) => format!("wait {}", sloop_duration::format(*d)),
             Action::AwaitAlerts(d) => format!(
                 "wait until the expected alerts fire and reach their receivers, at most {}",
-                humantime::format_duration(*d)
+                sloop_duration::format(*d)
             ),
         };
         if step.name == what {
@@ -435,11 +435,11 @@ fn describe(plan: &Plan, targets: &Targets) -> String {
                 text,
                 "expect {} to fire within {} of the first fault{}{}",
                 e.describe(),
-                humantime::format_duration(e.fires_within),
+                sloop_duration::format(e.fires_within),
                 e.resolves_within
                     .map(|r| format!(
                         ", resolve within {} of the rollback",
-                        humantime::format_duration(r)
+                        sloop_duration::format(r)
                     ))
                     .unwrap_or_default(),
                 e.receiver
@@ -460,7 +460,7 @@ fn bound(x: Option<f64>) -> String {
 
 fn rule_ttl(fault: &Value) -> String {
     let ms = fault["expires_in_ms"].as_u64().unwrap_or(0);
-    humantime::format_duration(Duration::from_secs(ms / 1000)).to_string()
+    sloop_duration::format(Duration::from_secs(ms / 1000))
 }
 
 fn print_table(listed: &[Value]) {

@@ -7,7 +7,6 @@ use crate::keys::KeySettings;
 use crate::passwords::HashCost;
 use crate::tokens::TokenSettings;
 use clap::Parser;
-use sloop_kit::config::parse_duration;
 use sloop_kit::{ServiceArgs, StartError};
 
 /// The sloop auth service: registration, login, refresh-token rotation and the JWKS the
@@ -36,20 +35,20 @@ struct AuthArgs {
     audience: String,
 
     /// How long an access token lives.
-    #[arg(long, env = "AUTH_ACCESS_TTL", default_value = "15m", value_parser = parse_duration)]
+    #[arg(long, env = "AUTH_ACCESS_TTL", default_value = "15m", value_parser = sloop_duration::parse_positive)]
     access_ttl: Duration,
 
     /// How long a refresh token lives unless used or revoked.
-    #[arg(long, env = "AUTH_REFRESH_TTL", default_value = "30days", value_parser = parse_duration)]
+    #[arg(long, env = "AUTH_REFRESH_TTL", default_value = "30days", value_parser = sloop_duration::parse_positive)]
     refresh_ttl: Duration,
 
     /// How long a signing key signs before a new one replaces it.
-    #[arg(long, env = "AUTH_KEY_ROTATION", default_value = "30days", value_parser = parse_duration)]
+    #[arg(long, env = "AUTH_KEY_ROTATION", default_value = "30days", value_parser = sloop_duration::parse_positive)]
     key_rotation: Duration,
 
     /// How long a new key is published in the JWKS before it signs; longer than any
     /// verifier caches the JWKS.
-    #[arg(long, env = "AUTH_KEY_PUBLISH_AHEAD", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "AUTH_KEY_PUBLISH_AHEAD", default_value = "5m", value_parser = sloop_duration::parse_positive)]
     key_publish_ahead: Duration,
 
     /// Emails that get the admin role at registration (comma-separated in the env).
@@ -64,7 +63,7 @@ struct AuthArgs {
     #[arg(long, env = "AUTH_LOGIN_FAILURES_PER_ADDRESS", default_value_t = 50)]
     login_failures_per_address: u32,
 
-    #[arg(long, env = "AUTH_LOGIN_FAILURE_WINDOW", default_value = "15m", value_parser = parse_duration)]
+    #[arg(long, env = "AUTH_LOGIN_FAILURE_WINDOW", default_value = "15m", value_parser = sloop_duration::parse_positive)]
     login_failure_window: Duration,
 
     /// Argon2id memory per hash, KiB (OWASP's minimum is 19456).

@@ -251,9 +251,8 @@ impl GatewayConfig {
                     "must be the start of prefix".into(),
                 ));
             }
-            let timeout = humantime::parse_duration(&route.timeout).map_err(|e| {
-                invalid(field("timeout"), format!("{e}; write it like 10s or 500ms"))
-            })?;
+            let timeout = sloop_duration::parse_positive(&route.timeout)
+                .map_err(|e| invalid(field("timeout"), e.to_string()))?;
             let rules = route
                 .rules
                 .into_iter()

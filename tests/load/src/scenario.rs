@@ -219,27 +219,9 @@ impl Scenario {
     }
 }
 
-/// `500ms`, `10s`, `2m`.
+/// A positive duration (`500ms`, `10s`, `2m`), its error as text for scenario messages.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration; write 500ms, 10s or 2m"))?;
-    let seconds = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("`{text}` has no unit; write 500ms, 10s or 2m")),
-    };
-    if seconds <= 0.0 {
-        return Err(format!("`{text}` must be positive"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
+    sloop_duration::parse_positive(text).map_err(|e| e.to_string())
 }
 
 /// Values captured from responses, shared by every request of a run.

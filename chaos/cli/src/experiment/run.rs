@@ -731,7 +731,7 @@ impl Run<'_> {
                 .expect("deviations lock")
                 .push(format!(
                     "the steady state did not hold again within {} of the rollback",
-                    humantime::format_duration(self.plan.hypothesis.settle)
+                    sloop_duration::format(self.plan.hypothesis.settle)
                 ));
         }
     }
@@ -880,7 +880,7 @@ fn judge(
             false,
             format!(
                 "never fired (expected within {} of the first fault)",
-                humantime::format_duration(e.fires_within)
+                sloop_duration::format(e.fires_within)
             ),
         );
     };
@@ -890,7 +890,7 @@ fn judge(
             false,
             format!(
                 "fired {took:.0} s after the first fault, later than {}",
-                humantime::format_duration(e.fires_within)
+                sloop_duration::format(e.fires_within)
             ),
         );
     }
@@ -910,7 +910,7 @@ fn judge(
                 false,
                 format!(
                     "{detail}, and had not resolved {} after the rollback",
-                    humantime::format_duration(within)
+                    sloop_duration::format(within)
                 ),
             );
         };
@@ -920,7 +920,7 @@ fn judge(
                 false,
                 format!(
                     "{detail}, resolved {after:.0} s after the rollback, later than {}",
-                    humantime::format_duration(within)
+                    sloop_duration::format(within)
                 ),
             );
         }

@@ -309,12 +309,7 @@ impl Checker<'_> {
     fn duration(&self, text: &Spanned<String>, field: &str) -> Result<Duration, SpecError> {
         const LONGEST: Duration = Duration::from_secs(24 * 60 * 60);
         let invalid = |message: String| self.invalid(text.referenced.line(), field, message);
-        let d = humantime::parse_duration(text.value.trim()).map_err(|e| {
-            invalid(format!(
-                "`{}` is not a duration like 30s or 5m: {e}",
-                text.value
-            ))
-        })?;
+        let d = sloop_duration::parse(&text.value).map_err(|e| invalid(e.to_string()))?;
         if d > LONGEST {
             return Err(invalid(format!("`{}` is longer than a day", text.value)));
         }
@@ -668,7 +663,7 @@ impl Checker<'_> {
         } else if let Some(wait) = &file.wait {
             let d = self.duration(wait, &field("wait"))?;
             (
-                format!("wait {}", humantime::format_duration(d)),
+                format!("wait {}", sloop_duration::format(d)),
                 Action::Wait(d),
             )
         } else if let Some(most) = &file.await_alerts {
@@ -676,7 +671,7 @@ impl Checker<'_> {
             (
                 format!(
                     "until the expected alerts fire and reach their receivers (at most {})",
-                    humantime::format_duration(d)
+                    sloop_duration::format(d)
                 ),
                 Action::AwaitAlerts(d),
             )
