@@ -7,8 +7,10 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::Value;
 
+use serde_saphyr::Spanned;
+
 use crate::spec::{
-    Alerting, Budgeting, Location, ServiceSlos, Sli, Slo, SpecError, Window, check_names,
+    Alert, Alerting, Budgeting, Location, ServiceSlos, Sli, Slo, SpecError, Window, check_names,
     parse_duration, parse_native, parse_window,
 };
 
@@ -25,7 +27,7 @@ pub fn parse_any(path: &Path, text: &str) -> Result<Vec<ServiceSlos>, SpecError>
     {
         parse_openslo(path, docs)
     } else if first["version"] == "prometheus/v1" {
-        Ok(vec![parse_sloth(path, text)?])
+        parse_sloth(path, text)
     } else {
         Ok(vec![parse_native(path, text)?])
     }
@@ -47,25 +49,48 @@ fn sloth_template(query: &str) -> String {
     query.replace("{{.window}}", "{{window}}")
 }
 
+/// Sloth plugins that do what sloop does anyway; any other plugin is named in a note.
+const SLOTH_CORE_PLUGINS: [&str; 4] = [
+    "sloth.dev/core/validate/v1",
+    "sloth.dev/core/sli_rules/v1",
+    "sloth.dev/core/metadata_rules/v1",
+    "sloth.dev/core/alert_rules/v1",
+];
+
 #[derive(Deserialize)]
 struct SlothFile {
     service: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "label_values")]
     labels: BTreeMap<String, String>,
+    #[serde(default)]
+    slo_plugins: Option<SlothPlugins>,
     slos: Vec<SlothSlo>,
 }
 
 #[derive(Deserialize)]
+struct SlothPlugins {
+    #[serde(default)]
+    chain: Vec<SlothPluginRef>,
+}
+
+#[derive(Deserialize)]
+struct SlothPluginRef {
+    id: String,
+}
+
+#[derive(Deserialize)]
 struct SlothSlo {
-    name: String,
-    objective: f64,
+    name: Spanned<String>,
+    objective: Spanned<f64>,
     #[serde(default)]
     description: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "label_values")]
     labels: BTreeMap<String, String>,
     sli: SlothSli,
     #[serde(default)]
     alerting: Option<SlothAlerting>,
+    #[serde(default)]
+    plugins: Option<SlothPlugins>,
 }
 
 #[derive(Deserialize)]
@@ -84,8 +109,10 @@ struct SlothEvents {
 #[derive(Deserialize)]
 struct SlothAlerting {
     #[serde(default)]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "label_values")]
     labels: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "label_values")]
     annotations: BTreeMap<String, String>,
     #[serde(default)]
     page_alert: Option<SlothAlert>,
@@ -93,69 +120,110 @@ struct SlothAlerting {
     ticket_alert: Option<SlothAlert>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct SlothAlert {
     #[serde(default)]
     disable: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "label_values")]
     labels: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "label_values")]
+    annotations: BTreeMap<String, String>,
+    /// `for:`, from Sloth's `alert_for` plugin.
+    #[serde(default, rename = "for")]
+    pending: Option<Spanned<String>>,
 }
 
-fn parse_sloth(path: &Path, text: &str) -> Result<ServiceSlos, SpecError> {
-    let file: SlothFile = serde_saphyr::from_str(text).map_err(|e| SpecError::Syntax {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
+/// Label values as YAML writes them: `tier: 2` and `generated: true` are the strings `2`
+/// and `true` to Prometheus, as they are to Sloth.
+fn label_values<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    let raw: Option<BTreeMap<String, Value>> = Option::deserialize(deserializer)?;
+    Ok(raw
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s,
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            (k, text)
+        })
+        .collect())
+}
+
+/// Every document of a Sloth file (`---` separates services, as in Sloth's multifile example).
+fn parse_sloth(path: &Path, text: &str) -> Result<Vec<ServiceSlos>, SpecError> {
+    let files: Vec<SlothFile> =
+        serde_saphyr::from_multiple(text).map_err(|e| SpecError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+    files
+        .into_iter()
+        .map(|file| sloth_service(path, file))
+        .collect()
+}
+
+fn sloth_service(path: &Path, file: SlothFile) -> Result<ServiceSlos, SpecError> {
+    let at = |line: u64, field: String| Location {
+        file: path.to_owned(),
+        line,
+        field,
+    };
+    let mut notes = plugin_notes(file.slo_plugins.as_ref(), &file.service);
     let mut slos = Vec::new();
     for s in file.slos {
-        let field = |f: &str| format!("slos[{}].{f}", s.name);
+        let line = s.name.referenced.line();
+        let name = s.name.value.clone();
+        let field = |f: &str| format!("slos[{name}].{f}");
+        notes.extend(plugin_notes(
+            s.plugins.as_ref(),
+            &format!("{}/{name}", file.service),
+        ));
         let sli = match (&s.sli.events, &s.sli.raw, &s.sli.plugin) {
             (Some(events), _, _) => Sli::Ratio {
                 errors: sloth_template(&events.error_query),
                 total: sloth_template(&events.total_query),
             },
+            (None, Some(_), _) => {
+                return Err(SpecError::Invalid {
+                    at: at(line, field("sli.raw")),
+                    message: "a raw SLI (error_ratio_query) has no event counts to budget \
+                              with; write it as `events` with error_query and total_query"
+                        .into(),
+                });
+            }
             _ => {
-                return Err(invalid(
-                    path,
-                    &field("sli"),
-                    "only Sloth `events` SLIs (error_query and total_query) are supported; \
-                     rewrite `raw` or `plugin` SLIs as events",
-                ));
+                return Err(SpecError::Invalid {
+                    at: at(line, field("sli.plugin")),
+                    message: "Sloth SLI plugins are Go code sloop cannot run; write the SLI as \
+                              `events` with the error_query and total_query the plugin builds"
+                        .into(),
+                });
             }
         };
-        if !(s.objective > 0.0 && s.objective < 100.0) {
-            return Err(invalid(
-                path,
-                &field("objective"),
-                "objective is a percentage, e.g. 99.9",
-            ));
-        }
-        let mut alerting = Alerting::default();
-        if let Some(a) = s.alerting {
-            let extra: Vec<(String, String)> = a.labels.into_iter().collect();
-            let page = a.page_alert.unwrap_or(SlothAlert {
-                disable: false,
-                labels: BTreeMap::new(),
+        let objective = s.objective.value;
+        if !(objective > 0.0 && objective < 100.0) {
+            return Err(SpecError::Invalid {
+                at: at(s.objective.referenced.line(), field("objective")),
+                message: format!("objective is a percentage, e.g. 99.9; got {objective}"),
             });
-            let ticket = a.ticket_alert.unwrap_or(SlothAlert {
-                disable: false,
-                labels: BTreeMap::new(),
-            });
-            alerting.enabled = !(page.disable && ticket.disable);
-            alerting.annotations = a.annotations.into_iter().collect();
-            alerting
-                .page_labels
-                .extend(extra.iter().cloned().chain(page.labels));
-            alerting
-                .ticket_labels
-                .extend(extra.into_iter().chain(ticket.labels));
-            dedup_labels(&mut alerting.page_labels);
-            dedup_labels(&mut alerting.ticket_labels);
         }
+        let alerting = match s.alerting {
+            None => Alerting::default(),
+            Some(a) => sloth_alerting(a, |t, f| {
+                parse_duration(&t.value).map_err(|message| SpecError::Invalid {
+                    at: at(t.referenced.line(), field(f)),
+                    message,
+                })
+            })?,
+        };
         slos.push(Slo {
-            name: s.name,
+            name,
             description: s.description,
-            objective: s.objective / 100.0,
+            objective: objective / 100.0,
             // Sloth's period is 30 days unless configured globally.
             window: Window::Rolling(std::time::Duration::from_secs(30 * 86_400)),
             sli,
@@ -169,9 +237,62 @@ fn parse_sloth(path: &Path, text: &str) -> Result<ServiceSlos, SpecError> {
         labels: file.labels.into_iter().collect(),
         slos,
         source: path.to_owned(),
+        notes,
     };
     check_names(&service)?;
     Ok(service)
+}
+
+/// Sloth's alerting block: one name for both alerts, shared labels and annotations under
+/// each alert's own (the alert's win), each alert disabled or delayed on its own.
+fn sloth_alerting(
+    a: SlothAlerting,
+    pending: impl Fn(&Spanned<String>, &str) -> Result<std::time::Duration, SpecError>,
+) -> Result<Alerting, SpecError> {
+    let defaults = Alerting::default();
+    let alert = |base: Alert, own: Option<SlothAlert>, name: &str| -> Result<Alert, SpecError> {
+        let own = own.unwrap_or_default();
+        let mut labels = base.labels;
+        labels.extend(a.labels.clone().into_iter().chain(own.labels));
+        dedup_labels(&mut labels);
+        let mut annotations: Vec<(String, String)> = a
+            .annotations
+            .clone()
+            .into_iter()
+            .chain(own.annotations)
+            .collect();
+        dedup_labels(&mut annotations);
+        Ok(Alert {
+            enabled: !own.disable,
+            labels,
+            annotations,
+            pending: own
+                .pending
+                .as_ref()
+                .map(|t| pending(t, &format!("alerting.{name}.for")))
+                .transpose()?,
+        })
+    };
+    Ok(Alerting {
+        name: a.name.clone(),
+        page: alert(defaults.page, a.page_alert, "page_alert")?,
+        ticket: alert(defaults.ticket, a.ticket_alert, "ticket_alert")?,
+    })
+}
+
+/// What a file asks of Sloth plugins that sloop does not run.
+fn plugin_notes(plugins: Option<&SlothPlugins>, owner: &str) -> Vec<String> {
+    plugins
+        .into_iter()
+        .flat_map(|p| &p.chain)
+        .filter(|p| !SLOTH_CORE_PLUGINS.contains(&p.id.as_str()))
+        .map(|p| {
+            format!(
+                "{owner}: Sloth plugin `{}` is not run; sloop generates what Sloth's core plugins do",
+                p.id
+            )
+        })
+        .collect()
 }
 
 /// Later labels win, as in a YAML map.
@@ -296,6 +417,7 @@ fn parse_openslo(path: &Path, docs: Vec<Value>) -> Result<Vec<ServiceSlos>, Spec
                 labels: Vec::new(),
                 slos,
                 source: path.to_owned(),
+                notes: Vec::new(),
             };
             check_names(&service)?;
             Ok(service)
@@ -384,19 +506,14 @@ slos:
             }
             other => panic!("{other:?}"),
         }
+        assert_eq!(slo.alerting.name.as_deref(), Some("MyServiceHighErrorRate"));
+        let page = &slo.alerting.page.labels;
+        assert!(page.contains(&("severity".into(), "pageteam".into())));
+        assert!(!page.contains(&("severity".into(), "page".into())));
         assert!(
             slo.alerting
-                .page_labels
-                .contains(&("severity".into(), "pageteam".into()))
-        );
-        assert!(
-            !slo.alerting
-                .page_labels
-                .contains(&("severity".into(), "page".into()))
-        );
-        assert!(
-            slo.alerting
-                .ticket_labels
+                .ticket
+                .labels
                 .contains(&("category".into(), "availability".into()))
         );
     }

@@ -6,6 +6,7 @@ pub mod dashboard;
 pub mod evaluate;
 pub mod exposition;
 pub mod formats;
+pub mod matchers;
 pub mod math;
 pub mod promql;
 pub mod promtest;

@@ -83,35 +83,6 @@ pub fn le_matcher(threshold: f64) -> String {
     }
 }
 
-/// Label pairs a synthetic series needs to match `selector`: each `=` matcher's value, and
-/// for each `!=` matcher some other value. `None` if it uses a regex matcher, since no
-/// value can be picked for one in general.
-pub fn synthetic_labels(selector: &str) -> Option<Vec<(String, String)>> {
-    let mut labels = Vec::new();
-    for part in selector.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (name, value) = part.split_once('=')?;
-        if value.starts_with('~') {
-            return None;
-        }
-        let value = value.trim().strip_prefix('"')?.strip_suffix('"')?;
-        let label = match name.trim().strip_suffix('!') {
-            Some(name) => (name.trim().to_owned(), other_than(value)),
-            None => (name.trim().to_owned(), value.to_owned()),
-        };
-        labels.push(label);
-    }
-    Some(labels)
-}
-
-/// A label value that is not `excluded`.
-fn other_than(excluded: &str) -> String {
-    if excluded == "synthetic" {
-        "synthetic-other".into()
-    } else {
-        "synthetic".into()
-    }
-}
-
 /// A number written without float noise: 0.0144, not 0.014400000000000001.
 pub fn number(x: f64) -> String {
     let text = format!("{x:.12}");
@@ -156,23 +127,6 @@ mod tests {
 
     #[test]
     fn selectors_and_numbers() {
-        assert_eq!(
-            synthetic_labels("service=\"user\", route=\"/users\""),
-            Some(vec![
-                ("service".into(), "user".into()),
-                ("route".into(), "/users".into())
-            ])
-        );
-        assert_eq!(synthetic_labels("service=~\"u.*\""), None);
-        assert_eq!(synthetic_labels("route!~\"/doc.*\""), None);
-        assert_eq!(
-            synthetic_labels("service=\"user\",route!=\"/openapi.json\",a!=\"synthetic\""),
-            Some(vec![
-                ("service".into(), "user".into()),
-                ("route".into(), "synthetic".into()),
-                ("a".into(), "synthetic-other".into()),
-            ])
-        );
         assert_eq!(number(14.4 * 0.001), "0.0144");
         assert_eq!(number(1.0), "1");
         assert_eq!(number(0.0), "0");

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::matchers::{self, Matcher, Op};
 use crate::math::{AlertWindow, Severity};
-use crate::promql::{number, synthetic_labels};
-use crate::rules::{alert_annotations, alert_labels, alert_name, slo_id, slo_labels};
+use crate::promql::number;
+use crate::rules::{alert_annotations, alert_labels, slo_id, slo_labels};
 use crate::spec::{ServiceSlos, Sli, Slo, prom_duration};
 
 /// Requests per sample step in synthetic traffic.
@@ -24,7 +25,7 @@ const SILENT_FACTOR: f64 = 0.75;
 /// promtool test files for `rule_file`, one per severity (`<service>.page.test.yml`, ...),
 /// each with an evaluation interval suited to its windows: the three-day ticket windows
 /// evaluated every minute would take promtool minutes. Also returns, for each SLO that
-/// cannot get synthetic inputs (raw PromQL SLIs, regex selectors), why.
+/// cannot get synthetic inputs (SLIs of other query shapes), why.
 pub fn test_files(
     service: &ServiceSlos,
     windows: &[AlertWindow],
@@ -35,7 +36,7 @@ pub fn test_files(
     for slo in &service.slos {
         let Some(inputs) = SyntheticInputs::for_slo(slo) else {
             skipped.push(format!(
-                "{}: its SLI is raw PromQL or uses regex matchers, so no synthetic series can be derived; test its alerts by hand",
+                "{}: its SLI queries are not `sum(rate(counter{{…}}[window]))` over one counter (or no label value satisfies their matchers), so no synthetic series can be derived; test its alerts by hand",
                 slo_id(&service.service, slo)
             ));
             continue;
@@ -48,8 +49,11 @@ pub fn test_files(
             None => by_severity.push((severity, vec![test])),
         };
         add(Severity::Page, zero_traffic_test(service, slo, &inputs));
-        if slo.alerting.enabled {
-            for window in windows {
+        for window in windows {
+            if !slo.alerting.alert(window.severity).enabled {
+                continue;
+            }
+            {
                 for fires in [true, false] {
                     add(
                         window.severity,
@@ -84,11 +88,14 @@ struct SyntheticInputs {
 
 impl SyntheticInputs {
     fn for_slo(slo: &Slo) -> Option<Self> {
-        let with = |base: &[(String, String)], extra: &[(&str, &str)]| {
-            let mut labels: Vec<String> =
-                base.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-            labels.extend(extra.iter().map(|(k, v)| format!("{k}=\"{v}\"")));
-            format!("{{{}}}", labels.join(","))
+        let series = |metric: &str, labels: &[(String, String)], good: bool, bad: bool| {
+            let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            (format!("{metric}{{{}}}", labels.join(",")), good, bad)
+        };
+        let with = |mut base: Vec<(String, String)>, label: &str, value: &str| {
+            base.retain(|(k, _)| k != label);
+            base.push((label.to_owned(), value.to_owned()));
+            base
         };
         match &slo.sli {
             Sli::Availability {
@@ -96,25 +103,19 @@ impl SyntheticInputs {
                 selector,
                 error_status,
             } => {
-                let base = synthetic_labels(selector)?;
-                // A status value the error regex matches, and one it does not.
-                let bad = if error_status == "5.." {
-                    "500".to_owned()
-                } else {
-                    return None;
+                let selected = matchers::parse(selector)?;
+                let error = Matcher {
+                    label: "status".into(),
+                    op: Op::Matches,
+                    value: error_status.clone(),
                 };
+                let base = matchers::satisfying(&selected)?;
+                let bad = matchers::satisfying(&[selected.clone(), vec![error.clone()]].concat())?;
+                let good = matchers::violating("status", &selected, &error)?;
                 Some(Self {
                     series: vec![
-                        (
-                            format!("{metric}{}", with(&base, &[("status", "200")])),
-                            true,
-                            false,
-                        ),
-                        (
-                            format!("{metric}{}", with(&base, &[("status", &bad)])),
-                            false,
-                            true,
-                        ),
+                        series(metric, &with(base, "status", &good), true, false),
+                        series(metric, &bad, false, true),
                     ],
                 })
             }
@@ -123,25 +124,49 @@ impl SyntheticInputs {
                 selector,
                 threshold_seconds,
             } => {
-                let base = synthetic_labels(selector)?;
+                let base = matchers::satisfying(&matchers::parse(selector)?)?;
                 let le = format!("{threshold_seconds}");
                 Some(Self {
                     series: vec![
-                        (
-                            format!("{metric}_bucket{}", with(&base, &[("le", &le)])),
+                        series(
+                            &format!("{metric}_bucket"),
+                            &with(base.clone(), "le", &le),
                             true,
                             false,
                         ),
-                        (
-                            format!("{metric}_bucket{}", with(&base, &[("le", "+Inf")])),
+                        series(
+                            &format!("{metric}_bucket"),
+                            &with(base.clone(), "le", "+Inf"),
                             true,
                             true,
                         ),
-                        (format!("{metric}_count{}", with(&base, &[])), true, true),
+                        series(&format!("{metric}_count"), &base, true, true),
                     ],
                 })
             }
-            Sli::Ratio { .. } => None,
+            Sli::Ratio { errors, total } => {
+                // Errors and total count the same counter, errors with more matchers: a good
+                // series passes total's matchers and fails one of errors' own.
+                let (metric, total) = matchers::counter_query(total)?;
+                let (error_metric, errors) = matchers::counter_query(errors)?;
+                (metric == error_metric).then_some(())?;
+                let bad = matchers::satisfying(&[total.clone(), errors.clone()].concat())?;
+                let good = errors.iter().filter(|e| !total.contains(e)).find_map(|e| {
+                    let value = matchers::violating(&e.label, &total, e)?;
+                    let pinned = Matcher {
+                        label: e.label.clone(),
+                        op: Op::Equal,
+                        value,
+                    };
+                    matchers::satisfying(&[total.clone(), vec![pinned]].concat())
+                })?;
+                Some(Self {
+                    series: vec![
+                        series(&metric, &good, true, false),
+                        series(&metric, &bad, false, true),
+                    ],
+                })
+            }
         }
     }
 
@@ -213,21 +238,34 @@ fn window_test(
     } else {
         300
     };
+    // A clean baseline as long as the longest window the test's alert name covers, so the
+    // burn shows in the pair under test and is diluted in the slower ones. When page and
+    // ticket share a name (Sloth's `alerting.name`), that covers the other severity's
+    // windows too, which must stay silent.
+    let shared_name = slo.alerting.name.is_some();
     let longest_same = windows
         .iter()
-        .filter(|w| w.severity == window.severity)
+        .filter(|w| shared_name || w.severity == window.severity)
         .map(|w| w.long)
         .max()
         .unwrap_or(window.long);
     let baseline = longest_same.saturating_sub(window.long);
+    // An alert with `for:` fires that long after its condition first holds, so the burn
+    // lasts that much longer.
+    let pending = slo
+        .alerting
+        .alert(window.severity)
+        .pending
+        .unwrap_or_default();
+    let burning_for = window.long + pending;
     let baseline_steps = baseline.as_secs() / step;
-    let burn_steps = window.long.as_secs() / step;
+    let burn_steps = burning_for.as_secs().div_ceil(step);
     let phases: Vec<(u64, f64)> = if baseline_steps > 0 {
         vec![(baseline_steps, 0.0), (burn_steps, ratio)]
     } else {
         vec![(burn_steps, ratio)]
     };
-    let eval = baseline + window.long;
+    let eval = Duration::from_secs((baseline_steps + burn_steps) * step);
     let expected: Vec<Value> = if fires {
         vec![
             json!({ "exp_labels": full_labels(service, slo, window.severity), "exp_annotations": alert_annotations(service, slo, windows, window.severity) }),
@@ -249,7 +287,7 @@ fn window_test(
         "input_series": inputs.series(&phases),
         "alert_rule_test": [{
             "eval_time": prom_duration(eval),
-            "alertname": alert_name(window.severity),
+            "alertname": slo.alerting.name(window.severity),
             "exp_alerts": expected,
         }],
     })
@@ -270,7 +308,11 @@ fn zero_traffic_test(service: &ServiceSlos, slo: &Slo, inputs: &SyntheticInputs)
         .filter(|(_, good, _)| *good)
         .map(|(name, _, _)| json!({ "series": name, "values": "0+0x60" }))
         .collect();
-    let sample = |name: &str, value: f64| {
+    let sample = |name: &str, window: Option<&str>, value: f64| {
+        let selector = match window {
+            Some(window) => format!("{selector},sloth_window=\"{window}\""),
+            None => selector.clone(),
+        };
         json!({ "expr": format!("{name}{{sloth_id=\"{}\"}}", slo_id(&service.service, slo)), "eval_time": "1h",
                 "exp_samples": [{ "labels": format!("{name}{{{selector}}}"), "value": value }] })
     };
@@ -279,9 +321,9 @@ fn zero_traffic_test(service: &ServiceSlos, slo: &Slo, inputs: &SyntheticInputs)
         "interval": "1m",
         "input_series": idle,
         "promql_expr_test": [
-            sample("slo:sli_error:ratio_rate5m", 0.0),
-            sample("slo:current_burn_rate:ratio", 0.0),
-            sample("slo:period_error_budget_remaining:ratio", 1.0),
+            sample("slo:sli_error:ratio_rate5m", Some("5m"), 0.0),
+            sample("slo:current_burn_rate:ratio", None, 0.0),
+            sample("slo:period_error_budget_remaining:ratio", None, 1.0),
         ],
     })
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::evaluate::{Measured, humanize};
 use crate::math::{Severity, Verdict, budget_minutes, burn_rate, time_to_exhaustion, verdict};
 use crate::promql::number;
-use crate::rules::{alert_name, slo_id};
+use crate::rules::slo_id;
 use crate::spec::{ServiceSlos, Slo, Window};
 use report_kit::escape;
 
@@ -56,15 +56,25 @@ pub fn build(
     let remaining = 1.0 - burn_rate(error_ratio, budget);
     let current_burn = burn_rate(measured.current_ratio, budget);
     let mut firing: Vec<String> = Vec::new();
+    let mut paging = false;
     for (window, long, short) in &measured.alert_inputs {
-        if slo.alerting.enabled && window.fires(*long, *short, budget, period) {
-            let name = alert_name(window.severity).to_owned();
+        let alert = slo.alerting.alert(window.severity);
+        if alert.enabled && window.fires(*long, *short, budget, period) {
+            paging |= window.severity == Severity::Page;
+            // Sloth's page and ticket alerts share one name; the severity tells them apart.
+            let name = match slo.alerting.name {
+                Some(_) => format!(
+                    "{} ({})",
+                    slo.alerting.name(window.severity),
+                    window.severity.as_str()
+                ),
+                None => slo.alerting.name(window.severity),
+            };
             if !firing.contains(&name) {
                 firing.push(name);
             }
         }
     }
-    let paging = firing.iter().any(|a| a == alert_name(Severity::Page));
     SloReport {
         id: slo_id(&service.service, slo),
         service: service.service.clone(),
@@ -329,6 +339,7 @@ mod tests {
             labels: vec![],
             slos: vec![slo.clone()],
             source: "x".into(),
+            notes: vec![],
         };
         (service, slo)
     }

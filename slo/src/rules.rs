@@ -9,14 +9,6 @@ use crate::math::{AlertWindow, Severity, alert_ranges};
 use crate::promql::{error_ratio, errors_rate, number, total_rate};
 use crate::spec::{ServiceSlos, Slo, prom_duration};
 
-/// Alert names, one per severity, so Alertmanager can route on either name or labels.
-pub fn alert_name(severity: Severity) -> &'static str {
-    match severity {
-        Severity::Page => "ErrorBudgetBurnPage",
-        Severity::Ticket => "ErrorBudgetBurnTicket",
-    }
-}
-
 /// `service-slo`: unique across the platform, used to select one SLO's series.
 pub fn slo_id(service: &str, slo: &Slo) -> String {
     format!("{service}-{}", slo.name)
@@ -56,6 +48,29 @@ fn record(name: &str, expr: String, labels: &[(String, String)]) -> Value {
     json!({ "record": name, "expr": expr, "labels": label_map(labels) })
 }
 
+/// The error ratio over one range, labelled with it as Sloth does (`sloth_window`), which
+/// Sloth's dashboards select on.
+fn window_record(range: Duration, expr: String, labels: &[(String, String)]) -> Value {
+    let window = prom_duration(range);
+    let mut labels = labels.to_vec();
+    labels.push(("sloth_window".into(), window.clone()));
+    record(&format!("slo:sli_error:ratio_rate{window}"), expr, &labels)
+}
+
+/// `sloth_slo_info`: one series per SLO naming its objective, as Sloth writes it.
+fn info_record(slo: &Slo, labels: &[(String, String)]) -> Value {
+    let mut labels = labels.to_vec();
+    labels.extend([
+        ("sloth_mode".to_owned(), "sloop-generate".to_owned()),
+        ("sloth_objective".to_owned(), number(slo.objective * 100.0)),
+        (
+            "sloth_version".to_owned(),
+            format!("sloop-{}", env!("CARGO_PKG_VERSION")),
+        ),
+    ]);
+    record("sloth_slo_info", "vector(1)".into(), &labels)
+}
+
 /// The rule file for one service, as a YAML-ready value.
 pub fn rule_groups(service: &ServiceSlos, windows: &[AlertWindow]) -> Value {
     let mut groups = Vec::new();
@@ -69,11 +84,7 @@ pub fn rule_groups(service: &ServiceSlos, windows: &[AlertWindow]) -> Value {
 
         let mut sli = Vec::new();
         for range in recorded_ranges(windows) {
-            sli.push(record(
-                &format!("slo:sli_error:ratio_rate{}", prom_duration(range)),
-                error_ratio(&slo.sli, range),
-                &labels,
-            ));
+            sli.push(window_record(range, error_ratio(&slo.sli, range), &labels));
         }
         // Raw 5m rates, so the period SLI can be a ratio of sums rather than an average of
         // ratios (which would weigh a quiet night like a busy afternoon).
@@ -90,8 +101,8 @@ pub fn rule_groups(service: &ServiceSlos, windows: &[AlertWindow]) -> Value {
         ));
 
         let meta = [
-            record(
-                &format!("slo:sli_error:ratio_rate{period_range}"),
+            window_record(
+                period,
                 format!(
                     "sum_over_time(slo:sli_errors:rate5m{select}[{period_range}])\n/\nclamp_min(sum_over_time(slo:sli_requests:rate5m{select}[{period_range}]), 1e-12)"
                 ),
@@ -114,13 +125,16 @@ pub fn rule_groups(service: &ServiceSlos, windows: &[AlertWindow]) -> Value {
             ),
             record(
                 "slo:current_burn_rate:ratio",
-                format!("slo:sli_error:ratio_rate5m{select} / {}", number(budget)),
+                format!(
+                    "max without (sloth_window) (slo:sli_error:ratio_rate5m{select}) / {}",
+                    number(budget)
+                ),
                 &labels,
             ),
             record(
                 "slo:period_burn_rate:ratio",
                 format!(
-                    "slo:sli_error:ratio_rate{period_range}{select} / {}",
+                    "max without (sloth_window) (slo:sli_error:ratio_rate{period_range}{select}) / {}",
                     number(budget)
                 ),
                 &labels,
@@ -130,16 +144,16 @@ pub fn rule_groups(service: &ServiceSlos, windows: &[AlertWindow]) -> Value {
                 format!("1 - slo:period_burn_rate:ratio{select}"),
                 &labels,
             ),
+            info_record(slo, &labels),
         ];
         let mut rules = sli;
         rules.extend(meta);
-        if slo.alerting.enabled {
-            rules.extend(
-                [Severity::Page, Severity::Ticket]
-                    .into_iter()
-                    .filter_map(|severity| alert_rule(service, slo, windows, severity)),
-            );
-        }
+        rules.extend(
+            [Severity::Page, Severity::Ticket]
+                .into_iter()
+                .filter(|severity| slo.alerting.alert(*severity).enabled)
+                .filter_map(|severity| alert_rule(service, slo, windows, severity)),
+        );
         // One group per SLO: Prometheus runs the rules of a group in order, so the alerts
         // always read this evaluation's recordings. Across groups the order is not defined,
         // and an alert could read recordings older than the lookback window.
@@ -148,14 +162,17 @@ pub fn rule_groups(service: &ServiceSlos, windows: &[AlertWindow]) -> Value {
     json!({ "groups": groups })
 }
 
-/// The PromQL condition of one window pair: both windows burn faster than designed.
+/// The PromQL condition of one window pair: both windows burn faster than designed. The
+/// two recordings differ in `sloth_window`, so it is dropped before they are joined.
 pub fn window_condition(id: &str, window: &AlertWindow, budget: f64, period: Duration) -> String {
     let limit = number(window.burn_threshold(period) * budget);
-    format!(
-        "(slo:sli_error:ratio_rate{long}{{sloth_id=\"{id}\"}} > {limit} and slo:sli_error:ratio_rate{short}{{sloth_id=\"{id}\"}} > {limit})",
-        long = prom_duration(window.long),
-        short = prom_duration(window.short),
-    )
+    let over = |range: Duration| {
+        format!(
+            "max(slo:sli_error:ratio_rate{}{{sloth_id=\"{id}\"}} > {limit}) without (sloth_window)",
+            prom_duration(range)
+        )
+    };
+    format!("({}\nand\n{})", over(window.long), over(window.short))
 }
 
 fn alert_rule(
@@ -175,22 +192,23 @@ fn alert_rule(
         .map(|w| window_condition(&id, w, slo.error_budget(), period))
         .collect::<Vec<_>>()
         .join("\nor\n");
-    Some(json!({
-        "alert": alert_name(severity),
+    let mut rule = json!({
+        "alert": slo.alerting.name(severity),
         "expr": expr,
         "labels": label_map(&alert_labels(service, slo, severity)),
-        "annotations": annotations(service, slo, &pairs, period),
-    }))
+        "annotations": annotations(service, slo, severity, &pairs, period),
+    });
+    if let Some(pending) = slo.alerting.alert(severity).pending {
+        rule["for"] = json!(prom_duration(pending));
+    }
+    Some(rule)
 }
 
 /// Every label an alert of this severity carries: the SLO's, then the severity's own.
 pub fn alert_labels(service: &ServiceSlos, slo: &Slo, severity: Severity) -> Vec<(String, String)> {
     let mut labels = slo_labels(service, slo);
     labels.push(("sloth_severity".into(), severity.as_str().into()));
-    labels.extend(match severity {
-        Severity::Page => slo.alerting.page_labels.iter().cloned(),
-        Severity::Ticket => slo.alerting.ticket_labels.iter().cloned(),
-    });
+    labels.extend(slo.alerting.alert(severity).labels.iter().cloned());
     labels
 }
 
@@ -202,12 +220,13 @@ pub fn alert_annotations(
     severity: Severity,
 ) -> Value {
     let pairs: Vec<&AlertWindow> = windows.iter().filter(|w| w.severity == severity).collect();
-    annotations(service, slo, &pairs, slo.window.period())
+    annotations(service, slo, severity, &pairs, slo.window.period())
 }
 
 fn annotations(
     service: &ServiceSlos,
     slo: &Slo,
+    severity: Severity,
     pairs: &[&AlertWindow],
     period: Duration,
 ) -> Value {
@@ -232,7 +251,7 @@ fn annotations(
             prom_duration(period),
         ),
     });
-    for (name, value) in &slo.alerting.annotations {
+    for (name, value) in &slo.alerting.alert(severity).annotations {
         annotations[name] = json!(value);
     }
     annotations

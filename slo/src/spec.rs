@@ -44,6 +44,9 @@ pub struct ServiceSlos {
     pub slos: Vec<Slo>,
     /// The file they came from, for messages.
     pub source: PathBuf,
+    /// What of the file sloop reads but does not act on (e.g. a Sloth plugin it cannot
+    /// run), for `slo validate` and `slo generate` to tell the user.
+    pub notes: Vec<String>,
 }
 
 /// One objective over one window.
@@ -116,24 +119,67 @@ pub enum Budgeting {
     },
 }
 
-/// Alert settings: labels added to page and ticket alerts, or none at all.
+/// Alert settings of one SLO: its page and its ticket alert.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Alerting {
+    /// The name both alerts share (Sloth's `alerting.name`); without one they are
+    /// `ErrorBudgetBurnPage` and `ErrorBudgetBurnTicket`.
+    pub name: Option<String>,
+    pub page: Alert,
+    pub ticket: Alert,
+}
+
+/// One alert: whether it exists, what it carries and how long it waits before firing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
     pub enabled: bool,
-    pub page_labels: Vec<(String, String)>,
-    pub ticket_labels: Vec<(String, String)>,
-    /// Added to both alerts, e.g. `runbook_url`.
+    pub labels: Vec<(String, String)>,
+    /// E.g. `runbook_url`, `summary`.
     pub annotations: Vec<(String, String)>,
+    /// Prometheus' `for:`: how long the condition holds before the alert fires.
+    pub pending: Option<Duration>,
+}
+
+impl Alert {
+    fn with_severity(severity: &str) -> Self {
+        Self {
+            enabled: true,
+            labels: vec![("severity".into(), severity.into())],
+            annotations: Vec::new(),
+            pending: None,
+        }
+    }
 }
 
 impl Default for Alerting {
     fn default() -> Self {
         Self {
-            enabled: true,
-            page_labels: vec![("severity".into(), "page".into())],
-            ticket_labels: vec![("severity".into(), "ticket".into())],
-            annotations: Vec::new(),
+            name: None,
+            page: Alert::with_severity("page"),
+            ticket: Alert::with_severity("ticket"),
         }
+    }
+}
+
+impl Alerting {
+    pub fn alert(&self, severity: crate::math::Severity) -> &Alert {
+        match severity {
+            crate::math::Severity::Page => &self.page,
+            crate::math::Severity::Ticket => &self.ticket,
+        }
+    }
+
+    /// The `alertname` an alert of this severity fires under.
+    pub fn name(&self, severity: crate::math::Severity) -> String {
+        match (&self.name, severity) {
+            (Some(name), _) => name.clone(),
+            (None, crate::math::Severity::Page) => "ErrorBudgetBurnPage".into(),
+            (None, crate::math::Severity::Ticket) => "ErrorBudgetBurnTicket".into(),
+        }
+    }
+
+    pub fn any_enabled(&self) -> bool {
+        self.page.enabled || self.ticket.enabled
     }
 }
 
@@ -213,6 +259,9 @@ struct NativeBudgeting {
 struct NativeAlerting {
     #[serde(default = "yes")]
     enabled: bool,
+    /// One alert name for both severities, as Sloth's `alerting.name`.
+    #[serde(default)]
+    name: Option<String>,
     #[serde(default)]
     page_labels: std::collections::BTreeMap<String, String>,
     #[serde(default)]
@@ -220,6 +269,11 @@ struct NativeAlerting {
     /// Annotations on both alerts (e.g. `runbook_url`), as Sloth's `alerting.annotations`.
     #[serde(default)]
     annotations: std::collections::BTreeMap<String, String>,
+    /// `for:` of the page alert, e.g. `2m`.
+    #[serde(default)]
+    page_for: Option<Spanned<String>>,
+    #[serde(default)]
+    ticket_for: Option<Spanned<String>>,
 }
 
 fn yes() -> bool {
@@ -331,11 +385,34 @@ pub fn parse_native(path: &Path, text: &str) -> Result<ServiceSlos, SpecError> {
             None => Alerting::default(),
             Some(a) => {
                 let defaults = Alerting::default();
-                Alerting {
+                let pending = |text: &Option<Spanned<String>>, name: &str| {
+                    text.as_ref()
+                        .map(|t| {
+                            parse_duration(&t.value).map_err(|message| SpecError::Invalid {
+                                at: at(t.referenced.line(), &field(&format!("alerting.{name}"))),
+                                message,
+                            })
+                        })
+                        .transpose()
+                };
+                let alert = |base: Alert, labels, pending| Alert {
                     enabled: a.enabled,
-                    page_labels: merge(defaults.page_labels, a.page_labels),
-                    ticket_labels: merge(defaults.ticket_labels, a.ticket_labels),
-                    annotations: a.annotations.into_iter().collect(),
+                    labels: merge(base.labels, labels),
+                    annotations: a.annotations.clone().into_iter().collect(),
+                    pending,
+                };
+                Alerting {
+                    name: a.name.clone(),
+                    page: alert(
+                        defaults.page,
+                        a.page_labels.clone(),
+                        pending(&a.page_for, "page_for")?,
+                    ),
+                    ticket: alert(
+                        defaults.ticket,
+                        a.ticket_labels.clone(),
+                        pending(&a.ticket_for, "ticket_for")?,
+                    ),
                 }
             }
         };
@@ -355,6 +432,7 @@ pub fn parse_native(path: &Path, text: &str) -> Result<ServiceSlos, SpecError> {
         labels: file.labels.into_iter().collect(),
         slos,
         source: path.to_owned(),
+        notes: Vec::new(),
     };
     check_names(&service)?;
     Ok(service)
@@ -516,13 +594,15 @@ slos:
         assert!(
             latency
                 .alerting
-                .page_labels
+                .page
+                .labels
                 .contains(&("team".into(), "platform".into()))
         );
         assert!(
             latency
                 .alerting
-                .page_labels
+                .page
+                .labels
                 .contains(&("severity".into(), "page".into()))
         );
     }

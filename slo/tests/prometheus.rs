@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use platform_tests::monitoring::{self, Server};
+use platform_tests::monitoring::{self, Server, query};
 
 use serde_json::Value;
 use support::{FAILED, GOOD, SLOW, TOTAL, close, repo, slo, slo_report, traffic, user_service};
@@ -19,20 +19,6 @@ async fn start_prometheus(target: &str) -> Server {
         rules = repo().join("alerts/user.rules.yml").display()
     );
     monitoring::prometheus(&config).await
-}
-
-async fn query(prometheus: &str, promql: &str) -> Value {
-    let body: Value = reqwest::Client::new()
-        .get(format!("{prometheus}/api/v1/query"))
-        .query(&[("query", promql)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(body["status"], "success", "{promql}: {body}");
-    body["data"]["result"].clone()
 }
 
 async fn scalar(prometheus: &str, promql: &str) -> Option<f64> {

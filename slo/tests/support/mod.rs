@@ -93,3 +93,72 @@ pub fn slo<'a>(report: &'a Value, id: &str) -> &'a Value {
 pub fn close(value: &Value, expected: f64, tolerance: f64) -> bool {
     (value.as_f64().unwrap() - expected).abs() <= tolerance
 }
+
+/// promtool, or a failure that says how to install it.
+pub fn promtool() -> String {
+    platform_tests::monitoring::tool("PROMTOOL", &["promtool"], "prometheus")
+}
+
+/// Runs a command that must succeed; returns its stdout and stderr.
+pub fn run(mut command: Command) -> String {
+    let out = command.output().expect("run command");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{command:?} failed:\n{text}");
+    text
+}
+
+/// A fresh directory for one test's generated files.
+pub fn tempdir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("slo-test-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `slo generate` for `spec` into a fresh directory, which it returns.
+pub fn generate(spec: &Path) -> PathBuf {
+    let out = tempdir();
+    let mut generate = Command::new(env!("CARGO_BIN_EXE_slo"));
+    generate
+        .arg("generate")
+        .arg(spec)
+        .arg("--rules-dir")
+        .arg(&out)
+        .arg("--dashboards-dir")
+        .arg(&out);
+    run(generate);
+    out
+}
+
+/// `promtool test rules` on every test file in `dir`, side by side (each takes seconds).
+pub fn promtool_tests_pass(dir: &Path) -> usize {
+    let promtool = promtool();
+    let tests: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".test.yml"))
+        .collect();
+    let handles: Vec<_> = tests
+        .iter()
+        .map(|file| {
+            let (promtool, file) = (promtool.clone(), file.clone());
+            std::thread::spawn(move || {
+                let mut test = Command::new(&promtool);
+                test.current_dir(file.parent().unwrap())
+                    .args(["test", "rules"])
+                    .arg(&file);
+                run(test)
+            })
+        })
+        .collect();
+    for handle in handles {
+        assert!(handle.join().unwrap().contains("SUCCESS"));
+    }
+    tests.len()
+}

@@ -186,3 +186,18 @@ pub async fn alertmanager(config: &str) -> Server {
     wait_ready(&server).await;
     server
 }
+
+/// The result of an instant PromQL query; fails the test on a query Prometheus refuses.
+pub async fn query(prometheus: &str, promql: &str) -> serde_json::Value {
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(format!("{prometheus}/api/v1/query"))
+        .query(&[("query", promql)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["status"], "success", "{promql}: {body}");
+    body["data"]["result"].clone()
+}
