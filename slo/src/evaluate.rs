@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use crate::exposition::{self, Sample, Selector};
-use crate::math::{AlertWindow, Counts, timeslice_counts};
+use crate::math::{AlertWindow, Counts, ratio_timeslice_counts, timeslice_counts};
 use crate::promql::{error_ratio, errors_rate, total_rate};
-use crate::spec::{Budgeting, Sli, Slo, prom_duration};
+use crate::spec::{Budgeting, Sli, Slo, Window, prom_duration};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -199,31 +199,51 @@ impl Prometheus {
         Ok(body)
     }
 
+    /// Good and total events of each `slice` over the last `span`.
+    fn slices(
+        &self,
+        sli: &Sli,
+        span: Duration,
+        slice: Duration,
+    ) -> Result<Vec<Counts>, SourceError> {
+        let errors = self.range(&errors_rate(sli, slice), span, slice)?;
+        let totals = self.range(&total_rate(sli, slice), span, slice)?;
+        Ok(errors
+            .iter()
+            .zip(&totals)
+            .map(|(e, t)| Counts::new((t - e).max(0.0), *t))
+            .collect())
+    }
+
     pub fn measure(&self, slo: &Slo, windows: &[AlertWindow]) -> Result<Measured, SourceError> {
-        let period = slo.window.period();
         let mut ratios = Vec::new();
         for range in crate::rules::recorded_ranges(windows) {
             ratios.push((range, self.instant(&error_ratio(&slo.sli, range))?));
         }
+        // What the period SLI covers: the rolling window, or this calendar period so far.
+        let (span, period_label) = match &slo.window {
+            Window::Rolling(d) => (*d, prom_duration(*d)),
+            Window::Calendar(calendar) => {
+                let now = jiff::Timestamp::from_second(self.at as i64).unwrap_or_default();
+                let (start, _) = calendar.period_at(now);
+                // A rate needs a range of a few samples, even a minute into a new month.
+                let span = calendar.elapsed_at(now).max(Duration::from_secs(60));
+                (span, format!("{} since {start}", calendar.describe()))
+            }
+        };
         let counts = match slo.budgeting {
             Budgeting::Occurrences => {
-                let seconds = period.as_secs_f64();
-                let total = self.instant(&total_rate(&slo.sli, period))? * seconds;
-                let errors = self.instant(&errors_rate(&slo.sli, period))? * seconds;
+                let seconds = span.as_secs_f64();
+                let total = self.instant(&total_rate(&slo.sli, span))? * seconds;
+                let errors = self.instant(&errors_rate(&slo.sli, span))? * seconds;
                 Counts::new((total - errors).max(0.0), total)
             }
             Budgeting::Timeslices {
                 slice,
                 slice_objective,
-            } => {
-                let errors = self.range(&errors_rate(&slo.sli, slice), period, slice)?;
-                let totals = self.range(&total_rate(&slo.sli, slice), period, slice)?;
-                let slices: Vec<Counts> = errors
-                    .iter()
-                    .zip(&totals)
-                    .map(|(e, t)| Counts::new((t - e).max(0.0), *t))
-                    .collect();
-                timeslice_counts(&slices, slice_objective)
+            } => timeslice_counts(&self.slices(&slo.sli, span, slice)?, slice_objective),
+            Budgeting::RatioTimeslices { slice } => {
+                ratio_timeslice_counts(&self.slices(&slo.sli, span, slice)?)
             }
         };
         let ratio_of = |d: Duration| {
@@ -235,7 +255,7 @@ impl Prometheus {
         };
         Ok(Measured {
             period: counts,
-            period_label: prom_duration(period),
+            period_label,
             windows: ratios
                 .iter()
                 .map(|(r, v)| (prom_duration(*r), *v))

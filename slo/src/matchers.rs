@@ -143,7 +143,15 @@ pub fn satisfying(matchers: &[Matcher]) -> Option<Vec<(String, String)>> {
 /// A value for `label` that `required` accepts and `excluded` does not.
 pub fn violating(label: &str, required: &[Matcher], excluded: &Matcher) -> Option<String> {
     let own: Vec<&Matcher> = required.iter().filter(|m| m.label == label).collect();
-    candidates(&own, &SUCCESS_VALUES)
+    // What a negative matcher names is exactly what fails it.
+    let named = match excluded.op {
+        Op::NotEqual => Some(excluded.value.clone()),
+        Op::NotMatches => example_of(&excluded.value),
+        Op::Equal | Op::Matches => None,
+    };
+    named
+        .into_iter()
+        .chain(candidates(&own, &SUCCESS_VALUES))
         .find(|v| !v.is_empty() && own.iter().all(|m| m.accepts(v)) && !excluded.accepts(v))
 }
 
@@ -265,6 +273,8 @@ mod tests {
         let total = parse(r#"job="a""#).unwrap();
         let errors = &parse(r#"code=~"(5..|429)""#).unwrap()[0];
         assert_eq!(violating("code", &total, errors).as_deref(), Some("200"));
+        let good = &parse(r#"code!~"5..""#).unwrap()[0];
+        assert_eq!(violating("code", &total, good).as_deref(), Some("500"));
         let impossible = parse(r#"a="x", a="y""#).unwrap();
         assert!(satisfying(&impossible).is_none());
     }

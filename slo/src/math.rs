@@ -178,6 +178,22 @@ pub fn timeslice_counts(slices: &[Counts], slice_objective: f64) -> Counts {
     Counts::new(good as f64, slices.len() as f64)
 }
 
+/// OpenSLO's RatioTimeslices: the SLI is the mean of the slices' good ratios, as counts
+/// of "slices' worth" of good (an empty slice counts as wholly good, as in timeslices).
+pub fn ratio_timeslice_counts(slices: &[Counts]) -> Counts {
+    let good: f64 = slices
+        .iter()
+        .map(|s| {
+            if s.total <= 0.0 {
+                1.0
+            } else {
+                s.good / s.total
+            }
+        })
+        .sum();
+    Counts::new(good, slices.len() as f64)
+}
+
 /// The error-budget policy's answer for a release.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]

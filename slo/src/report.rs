@@ -10,7 +10,7 @@ use crate::evaluate::{Measured, humanize};
 use crate::math::{Severity, Verdict, budget_minutes, burn_rate, time_to_exhaustion, verdict};
 use crate::promql::number;
 use crate::rules::slo_id;
-use crate::spec::{ServiceSlos, Slo, Window};
+use crate::spec::{ServiceSlos, Slo};
 use report_kit::escape;
 
 #[derive(Debug, Clone, Serialize)]
@@ -80,10 +80,7 @@ pub fn build(
         service: service.service.clone(),
         slo: slo.name.clone(),
         objective: slo.objective,
-        window: match slo.window {
-            Window::Rolling(d) => crate::spec::prom_duration(d),
-            Window::CalendarMonth => "calendar month".into(),
-        },
+        window: slo.window.describe(),
         sli: measured.period.sli(),
         measured_over: measured.period_label.clone(),
         good: measured.period.good,
@@ -317,7 +314,7 @@ fn burn_chart(r: &SloReport) -> String {
 mod tests {
     use super::*;
     use crate::math::{Counts, WORKBOOK_WINDOWS};
-    use crate::spec::{Alerting, Budgeting, Sli};
+    use crate::spec::{Alerting, Budgeting, Sli, Window};
     use std::time::Duration;
 
     fn slo() -> (ServiceSlos, Slo) {

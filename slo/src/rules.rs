@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
+use crate::calendar::{Calendar, CalendarUnit};
 use crate::math::{AlertWindow, Severity, alert_ranges};
 use crate::promql::{error_ratio, errors_rate, number, total_rate};
-use crate::spec::{ServiceSlos, Slo, prom_duration};
+use crate::spec::{Budgeting, ServiceSlos, Slo, Window, prom_duration};
 
 /// `service-slo`: unique across the platform, used to select one SLO's series.
 pub fn slo_id(service: &str, slo: &Slo) -> String {
@@ -71,6 +72,168 @@ fn info_record(slo: &Slo, labels: &[(String, String)]) -> Value {
     record("sloth_slo_info", "vector(1)".into(), &labels)
 }
 
+/// The error ratio of every alert window. Occurrence SLOs divide errors by requests. Slice
+/// SLOs record each slice's error ratio and what it costs (1 for a bad slice under
+/// Timeslices, its error ratio under RatioTimeslices) at every evaluation, and average that
+/// over the window: with the evaluation interval equal to the slice, that is the share of
+/// bad slices (or the slices' mean ratio); a shorter interval samples overlapping slices,
+/// which weighs every moment alike. Raw samples, not subqueries, keep the cost at what the
+/// window holds.
+fn window_rules(
+    slo: &Slo,
+    labels: &[(String, String)],
+    select: &str,
+    windows: &[AlertWindow],
+) -> Vec<Value> {
+    let ranges = recorded_ranges(windows);
+    let Some(slice) = slo.budgeting.slice() else {
+        return ranges
+            .into_iter()
+            .map(|range| window_record(range, error_ratio(&slo.sli, range), labels))
+            .collect();
+    };
+    let mut slice_labels = labels.to_vec();
+    slice_labels.push(("sloth_slice".into(), prom_duration(slice)));
+    let mut rules = vec![
+        record(
+            "slo:sli_error:slice_ratio",
+            error_ratio(&slo.sli, slice),
+            &slice_labels,
+        ),
+        record("slo:sli_error:slice_cost", slice_cost(slo, select), labels),
+    ];
+    rules.extend(ranges.into_iter().map(|range| {
+        let expr = format!(
+            "avg_over_time(slo:sli_error:slice_cost{select}[{}])",
+            prom_duration(range)
+        );
+        window_record(range, expr, labels)
+    }));
+    rules
+}
+
+/// What one slice costs a slice SLO: 1 for a bad slice (Timeslices), or its own error
+/// ratio (RatioTimeslices).
+fn slice_cost(slo: &Slo, select: &str) -> String {
+    let ratio = format!("max without (sloth_slice) (slo:sli_error:slice_ratio{select})");
+    match slo.budgeting {
+        Budgeting::Timeslices {
+            slice_objective, ..
+        } => format!("{ratio} > bool {}", number(1.0 - slice_objective)),
+        _ => ratio,
+    }
+}
+
+/// The period's error ratio. A rolling period of an occurrence SLO is a ratio of sums of
+/// 5m rates (not an average of ratios, which would weigh a quiet night like a busy
+/// afternoon); of a slice SLO, the mean slice cost. A calendar period sums only the samples
+/// recorded in the current week or month: each is recorded again labelled with its period
+/// (`calendar_period`), and the sums keep the label of the current one.
+fn period_rules(slo: &Slo, labels: &[(String, String)], select: &str) -> Vec<Value> {
+    let period = slo.window.period();
+    let mut rules = Vec::new();
+    let five = Duration::from_secs(300);
+    let summed: Vec<&str> = if slo.budgeting.slice().is_none() {
+        rules.push(record(
+            "slo:sli_errors:rate5m",
+            errors_rate(&slo.sli, five),
+            labels,
+        ));
+        rules.push(record(
+            "slo:sli_requests:rate5m",
+            total_rate(&slo.sli, five),
+            labels,
+        ));
+        vec!["slo:sli_errors:rate5m", "slo:sli_requests:rate5m"]
+    } else {
+        vec!["slo:sli_error:slice_cost"]
+    };
+    let expr = match &slo.window {
+        Window::Rolling(d) => {
+            let range = prom_duration(*d);
+            match summed.as_slice() {
+                [errors, requests] => format!(
+                    "sum_over_time({errors}{select}[{range}])\n/\nclamp_min(sum_over_time({requests}{select}[{range}]), 1e-12)"
+                ),
+                _ => format!("avg_over_time(slo:sli_error:slice_cost{select}[{range}])"),
+            }
+        }
+        Window::Calendar(calendar) => {
+            rules.push(record(
+                "slo:calendar_period:id",
+                format!(
+                    "count_values(\"calendar_period\", {})",
+                    calendar_period_id(calendar)
+                ),
+                labels,
+            ));
+            for name in &summed {
+                rules.push(record(
+                    &format!("{name}:calendar"),
+                    format!(
+                        "{name}{select} * on() group_left(calendar_period) slo:calendar_period:id{select}"
+                    ),
+                    labels,
+                ));
+            }
+            let range = match calendar.unit {
+                CalendarUnit::Week => "7d",
+                CalendarUnit::Month => "31d",
+            };
+            let this_period = |over_time: &str, name: &str| {
+                format!(
+                    "sum without (calendar_period) ({over_time}({name}:calendar{select}[{range}]) and on(calendar_period) slo:calendar_period:id{select})"
+                )
+            };
+            match summed.as_slice() {
+                [errors, requests] => format!(
+                    "{}\n/\nclamp_min({}, 1e-12)",
+                    this_period("sum_over_time", errors),
+                    this_period("sum_over_time", requests)
+                ),
+                _ => format!(
+                    "{}\n/\nclamp_min({}, 1)",
+                    this_period("sum_over_time", "slo:sli_error:slice_cost"),
+                    this_period("count_over_time", "slo:sli_error:slice_cost")
+                ),
+            }
+        }
+    };
+    rules.push(window_record(period, expr, labels));
+    rules
+}
+
+/// Which week or month an evaluation falls in, in the calendar's zone. PromQL knows only
+/// UTC, so the zone's offset when the rules were generated is added to `time()`: across a
+/// daylight-saving change the boundary is an hour off until the rules are generated again.
+fn calendar_period_id(calendar: &Calendar) -> String {
+    let offset = calendar.utc_offset_seconds(jiff::Timestamp::now());
+    let local = format!("time() + {offset}");
+    match calendar.unit {
+        CalendarUnit::Month => {
+            format!("year(vector({local})) * 12 + month(vector({local}))")
+        }
+        CalendarUnit::Week => format!(
+            "floor(vector(({local} - {}) / 604800))",
+            calendar.anchor_local_epoch()
+        ),
+    }
+}
+
+/// `slo:time_period:days`: the window's length, or the current month's.
+fn period_days(window: &Window) -> String {
+    match window {
+        Window::Calendar(c) if c.unit == CalendarUnit::Month => {
+            let offset = c.utc_offset_seconds(jiff::Timestamp::now());
+            format!("days_in_month(vector(time() + {offset}))")
+        }
+        _ => format!(
+            "vector({})",
+            number(window.period().as_secs_f64() / 86_400.0)
+        ),
+    }
+}
+
 /// The rule file for one service, as a YAML-ready value.
 pub fn rule_groups(service: &ServiceSlos, windows: &[AlertWindow]) -> Value {
     let mut groups = Vec::new();
@@ -82,32 +245,10 @@ pub fn rule_groups(service: &ServiceSlos, windows: &[AlertWindow]) -> Value {
         let period = slo.window.period();
         let period_range = prom_duration(period);
 
-        let mut sli = Vec::new();
-        for range in recorded_ranges(windows) {
-            sli.push(window_record(range, error_ratio(&slo.sli, range), &labels));
-        }
-        // Raw 5m rates, so the period SLI can be a ratio of sums rather than an average of
-        // ratios (which would weigh a quiet night like a busy afternoon).
-        let five = Duration::from_secs(300);
-        sli.push(record(
-            "slo:sli_errors:rate5m",
-            errors_rate(&slo.sli, five),
-            &labels,
-        ));
-        sli.push(record(
-            "slo:sli_requests:rate5m",
-            total_rate(&slo.sli, five),
-            &labels,
-        ));
+        let mut sli = window_rules(slo, &labels, &select, windows);
+        sli.extend(period_rules(slo, &labels, &select));
 
         let meta = [
-            window_record(
-                period,
-                format!(
-                    "sum_over_time(slo:sli_errors:rate5m{select}[{period_range}])\n/\nclamp_min(sum_over_time(slo:sli_requests:rate5m{select}[{period_range}]), 1e-12)"
-                ),
-                &labels,
-            ),
             record(
                 "slo:objective:ratio",
                 format!("vector({})", number(slo.objective)),
@@ -118,11 +259,7 @@ pub fn rule_groups(service: &ServiceSlos, windows: &[AlertWindow]) -> Value {
                 format!("vector({})", number(budget)),
                 &labels,
             ),
-            record(
-                "slo:time_period:days",
-                format!("vector({})", number(period.as_secs_f64() / 86_400.0)),
-                &labels,
-            ),
+            record("slo:time_period:days", period_days(&slo.window), &labels),
             record(
                 "slo:current_burn_rate:ratio",
                 format!(

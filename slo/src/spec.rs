@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use crate::calendar::{Calendar, CalendarUnit};
+
 /// Where a spec problem is: file, line and the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
@@ -71,11 +73,12 @@ impl Slo {
 }
 
 /// The compliance window.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Window {
     Rolling(Duration),
-    /// From the first of the month; alert math uses 30 days.
-    CalendarMonth,
+    /// This week or this month as the calendar says; alert math spreads the budget over
+    /// 7 or 30 days.
+    Calendar(Calendar),
 }
 
 impl Window {
@@ -83,7 +86,15 @@ impl Window {
     pub fn period(&self) -> Duration {
         match self {
             Window::Rolling(d) => *d,
-            Window::CalendarMonth => Duration::from_secs(30 * 86_400),
+            Window::Calendar(c) => c.nominal(),
+        }
+    }
+
+    /// `30d`, `calendar month (Europe/Berlin)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Window::Rolling(d) => prom_duration(*d),
+            Window::Calendar(c) => c.describe(),
         }
     }
 }
@@ -108,15 +119,32 @@ pub enum Sli {
     Ratio { errors: String, total: String },
 }
 
-/// Whether the budget counts bad events, or bad time slices.
+/// Whether the budget counts bad events, bad time slices, or the slices' mean ratio.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Budgeting {
     Occurrences,
-    /// A slice of `slice` is good when its good-event ratio reaches `slice_objective`.
+    /// A slice of `slice` is good when its good-event ratio reaches `slice_objective`;
+    /// the SLI is good slices over all slices.
     Timeslices {
         slice: Duration,
         slice_objective: f64,
     },
+    /// OpenSLO's `RatioTimeslices`: the SLI is the mean of every slice's good-event ratio.
+    RatioTimeslices {
+        slice: Duration,
+    },
+}
+
+impl Budgeting {
+    /// The slice length, for the slice-based methods.
+    pub fn slice(&self) -> Option<Duration> {
+        match self {
+            Budgeting::Occurrences => None,
+            Budgeting::Timeslices { slice, .. } | Budgeting::RatioTimeslices { slice } => {
+                Some(*slice)
+            }
+        }
+    }
 }
 
 /// Alert settings of one SLO: its page and its ticket alert.
@@ -480,10 +508,14 @@ pub fn check_names(service: &ServiceSlos) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// `30d`, `4w`, `720h` (rolling) or `month` (calendar).
+/// `30d`, `4w`, `720h` (rolling), or `month` / `week` (calendar, UTC).
 pub fn parse_window(text: &str) -> Result<Window, String> {
-    if text == "month" || text == "calendar-month" {
-        return Ok(Window::CalendarMonth);
+    match text {
+        "month" | "calendar-month" => {
+            return Ok(Window::Calendar(Calendar::utc(CalendarUnit::Month)));
+        }
+        "week" | "calendar-week" => return Ok(Window::Calendar(Calendar::utc(CalendarUnit::Week))),
+        _ => {}
     }
     let duration = parse_duration(text)?;
     if duration < Duration::from_secs(3600) {
@@ -525,8 +557,11 @@ fn parse_budgeting(b: &NativeBudgeting) -> Result<Budgeting, String> {
                 slice_objective: slice_objective / 100.0,
             })
         }
+        "ratio-timeslices" => Ok(Budgeting::RatioTimeslices {
+            slice: parse_duration(b.slice.as_deref().unwrap_or("1m"))?,
+        }),
         other => Err(format!(
-            "budgeting method `{other}` is unknown; use occurrences or timeslices"
+            "budgeting method `{other}` is unknown; use occurrences, timeslices or ratio-timeslices"
         )),
     }
 }
@@ -652,6 +687,9 @@ slos:
         assert_eq!(prom_duration(Duration::from_secs(90)), "90s");
         assert!(parse_duration("0m").is_err());
         assert!(parse_window("10m").is_err());
-        assert_eq!(parse_window("month"), Ok(Window::CalendarMonth));
+        assert_eq!(
+            parse_window("month"),
+            Ok(Window::Calendar(Calendar::utc(CalendarUnit::Month)))
+        );
     }
 }

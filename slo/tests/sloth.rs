@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use platform_tests::monitoring::{self, query};
 use serde_json::Value;
-use support::{generate, promtool_tests_pass, run};
+use support::{generate, promtool_tests_pass, run, validate};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -26,17 +26,6 @@ fn fixture(name: &str) -> PathBuf {
 
 fn yaml(path: &Path) -> Value {
     serde_saphyr::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn validate(path: &Path) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_slo"))
-        .arg("validate")
-        .arg(path)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
 }
 
 #[test]

@@ -162,3 +162,15 @@ pub fn promtool_tests_pass(dir: &Path) -> usize {
     }
     tests.len()
 }
+
+/// `slo validate` on one file: whether it passed, and what it printed.
+pub fn validate(path: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_slo"))
+        .arg("validate")
+        .arg(path)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}

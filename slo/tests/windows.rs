@@ -1,0 +1,139 @@
+//! Calendar windows and time slices in the generated rules, shown in promtool with traffic
+//! whose answer is known: a calendar month forgets January's errors on the 1st of
+//! February (a rolling window would not), and a Timeslices SLO counts bad minutes where an
+//! occurrence SLO would count bad requests.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+use support::{generate, promtool, run, tempdir};
+
+/// `slo generate` for a native spec; returns the directory holding `shop.rules.yml`.
+fn rules_for(spec: &str) -> std::path::PathBuf {
+    let dir = tempdir();
+    let path = dir.join("shop.yaml");
+    std::fs::write(&path, spec).unwrap();
+    let out = generate(&path);
+    let _ = std::fs::remove_dir_all(dir);
+    out
+}
+
+/// Runs one promtool test file next to the rules.
+fn promtool_test(dir: &Path, test: &Value) {
+    let file = dir.join("windows.test.yml");
+    std::fs::write(&file, slo::rules::to_yaml(test)).unwrap();
+    let mut command = Command::new(promtool());
+    command.current_dir(dir).args(["test", "rules"]).arg(&file);
+    assert!(run(command).contains("SUCCESS"));
+}
+
+/// The labels every recording of the SLO `shop-availability` carries, without its name.
+const SLO_LABELS: &str =
+    r#"sloth_id="shop-availability",sloth_service="shop",sloth_slo="availability""#;
+
+#[test]
+fn a_calendar_month_starts_again_on_the_first() {
+    let dir = rules_for(
+        "service: shop\nslos:\n  - name: availability\n    objective: 99\n    window: month\n    sli: { type: availability, selector: 'service=\"shop\"' }\n",
+    );
+    // One request a second... 100 a minute from 1970-01-01 (promtool's time zero): 10 % fail
+    // until 23:50 on January 31st (743h50m), none after. February 1st is at 744h.
+    let jan_minutes = 743 * 60 + 50;
+    let good = format!("0+90x{jan_minutes} {}+100x120", 90 * jan_minutes + 100);
+    let bad = format!("0+10x{jan_minutes} {}+0x120", 10 * jan_minutes);
+    let sample = |expr: &str, at: &str, labels: &str, value: f64| json!({ "expr": expr, "eval_time": at, "exp_samples": [{ "labels": labels, "value": value }] });
+    let ratio = format!("round(slo:sli_error:ratio_rate30d{{{SLO_LABELS}}} * 1000)");
+    let ratio_labels = format!("{{{SLO_LABELS},sloth_window=\"30d\"}}");
+    let days = format!("slo:time_period:days{{{SLO_LABELS}}}");
+    let days_labels = format!("slo:time_period:days{{{SLO_LABELS}}}");
+    let remaining = format!("slo:period_error_budget_remaining:ratio{{{SLO_LABELS}}}");
+    let remaining_labels = format!("slo:period_error_budget_remaining:ratio{{{SLO_LABELS}}}");
+    let test = json!({
+        "rule_files": ["shop.rules.yml"],
+        "evaluation_interval": "10m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                { "series": "http_server_requests_total{service=\"shop\",status=\"200\"}", "values": good },
+                { "series": "http_server_requests_total{service=\"shop\",status=\"500\"}", "values": bad },
+            ],
+            "promql_expr_test": [
+                // January 31st, 23:00: the month so far failed 10 % of requests.
+                sample(&ratio, "743h", &ratio_labels, 100.0),
+                sample(&days, "743h", &days_labels, 31.0),
+                // February 1st, 01:00: a new month, nothing has failed in it.
+                sample(&ratio, "745h", &ratio_labels, 0.0),
+                sample(&remaining, "745h", &remaining_labels, 1.0),
+                sample(&days, "745h", &days_labels, 28.0),
+            ],
+        }],
+    });
+    promtool_test(&dir, &test);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// 100 requests a minute for two hours, sampled every 15s; in six minutes 10 % fail, in the
+/// rest 2 %. Returns the error and total counter values.
+fn two_hours_with_six_bad_minutes() -> (String, String) {
+    let bad_minute = |m: usize| m % 20 == 10;
+    let (mut errors, mut total) = (vec![0.0], vec![0.0]);
+    for step in 0..(120 * 4) {
+        let per_step_errors = if bad_minute(step / 4) { 2.5 } else { 0.5 };
+        errors.push(errors.last().unwrap() + per_step_errors);
+        total.push(total.last().unwrap() + 25.0);
+    }
+    let text = |v: &[f64]| {
+        v.iter()
+            .map(|x| x.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    (text(&errors), text(&total))
+}
+
+fn slice_spec(budgeting: &str) -> String {
+    format!(
+        "service: shop\nslos:\n  - name: availability\n    objective: 99\n    sli:\n      type: ratio\n      errors: sum(rate(requests_failed_total[{{{{window}}}}]))\n      total: sum(rate(requests_total[{{{{window}}}}]))\n    budgeting: {budgeting}\n"
+    )
+}
+
+fn slice_test(expected_ratio_e4: f64) -> Value {
+    let (errors, total) = two_hours_with_six_bad_minutes();
+    json!({
+        "rule_files": ["shop.rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "15s",
+            "input_series": [
+                { "series": "requests_failed_total", "values": errors },
+                { "series": "requests_total", "values": total },
+            ],
+            "promql_expr_test": [{
+                "expr": format!("round(slo:sli_error:ratio_rate30d{{{SLO_LABELS}}} * 10000)"),
+                "eval_time": "120m",
+                "exp_samples": [{ "labels": format!("{{{SLO_LABELS},sloth_window=\"30d\"}}"), "value": expected_ratio_e4 }],
+            }],
+        }],
+    })
+}
+
+#[test]
+fn timeslices_count_bad_minutes_not_bad_requests() {
+    // 121 evaluations (minute 0 has no rate yet, and is a good slice); 6 bad slices.
+    let dir = rules_for(&slice_spec(
+        "{ method: timeslices, slice: 1m, slice_objective: 95 }",
+    ));
+    promtool_test(&dir, &slice_test((6.0_f64 / 121.0 * 1e4).round()));
+    let _ = std::fs::remove_dir_all(dir);
+
+    // RatioTimeslices averages the slices' ratios instead: (6 × 10 % + 114 × 2 %) / 121.
+    let dir = rules_for(&slice_spec("{ method: ratio-timeslices, slice: 1m }"));
+    promtool_test(
+        &dir,
+        &slice_test(((6.0 * 0.1 + 114.0 * 0.02) / 121.0 * 1e4_f64).round()),
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
