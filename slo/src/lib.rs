@@ -5,6 +5,7 @@
 pub mod calendar;
 pub mod dashboard;
 pub mod evaluate;
+pub mod explain;
 pub mod exposition;
 pub mod formats;
 pub mod matchers;

@@ -61,6 +61,19 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Explain one SLO in words: what it measures, its budget, the PromQL of each window,
+    /// each alert's thresholds and budget share, and how long until each fires now.
+    ///
+    /// Example: slo explain user-requests-availability slos/ --prometheus http://127.0.0.1:9090
+    Explain {
+        /// The SLO: its id (`service-name`, as in reports) or, if unique, its name.
+        slo: String,
+        /// Spec files or directories of them (default: slos/).
+        paths: Vec<PathBuf>,
+        /// Read the current burn from this Prometheus to say how long until each alert fires.
+        #[arg(long)]
+        prometheus: Option<String>,
+    },
     /// Exit 1 when an SLO is breached or its budget left is under --min-budget.
     ///
     /// Example: slo gate slos/ --prometheus http://prometheus:9090 --min-budget 25
@@ -141,6 +154,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Explain {
+            slo,
+            paths,
+            prometheus,
+        } => {
+            let services = load_all(&paths)?;
+            let (service, found) = find_slo(&services, &slo)?;
+            let measured = match prometheus {
+                Some(url) => Some(
+                    Source::Prometheus(Prometheus::new(&url))
+                        .measure(found, &WORKBOOK_WINDOWS)
+                        .with_context(|| format!("reading the current burn from {url}"))?,
+                ),
+                None => None,
+            };
+            print!(
+                "{}",
+                slo::explain::explain(service, found, &WORKBOOK_WINDOWS, measured.as_ref())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Gate { input, min_budget } => {
             let reports = evaluate(&input)?;
             print!("{}", report::table(&reports));
@@ -154,6 +188,39 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(1)
             })
         }
+    }
+}
+
+/// The SLO a user named, by id or by a name only one service uses.
+fn find_slo<'a>(
+    services: &'a [ServiceSlos],
+    wanted: &str,
+) -> anyhow::Result<(&'a ServiceSlos, &'a slo::spec::Slo)> {
+    let all = || {
+        services
+            .iter()
+            .flat_map(|s| s.slos.iter().map(move |slo| (s, slo)))
+    };
+    let matches: Vec<_> = all()
+        .filter(|(s, slo)| slo::rules::slo_id(&s.service, slo) == wanted)
+        .chain(all().filter(|(_, slo)| slo.name == wanted))
+        .collect();
+    match matches.as_slice() {
+        [] => {
+            let ids: Vec<String> = all()
+                .map(|(s, slo)| slo::rules::slo_id(&s.service, slo))
+                .collect();
+            bail!(
+                "no SLO is called `{wanted}`; the specs define: {}",
+                ids.join(", ")
+            )
+        }
+        [(service, slo), ..]
+            if matches.len() == 1 || slo::rules::slo_id(&service.service, slo) == wanted =>
+        {
+            Ok((service, slo))
+        }
+        _ => bail!("`{wanted}` names SLOs of several services; use its id, e.g. service-{wanted}"),
     }
 }
 

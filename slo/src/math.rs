@@ -158,6 +158,33 @@ impl AlertWindow {
         let limit = self.burn_threshold(period) * error_budget;
         long_ratio > limit && short_ratio > limit
     }
+
+    /// How long until this rule fires if errors keep arriving at `current_ratio`, from
+    /// windows now at `long_ratio` and `short_ratio`: each window's mean moves linearly
+    /// from its value towards the current ratio, replacing the old traffic as it leaves.
+    /// `Some(ZERO)` when firing now, `None` when the current ratio never gets there.
+    pub fn time_to_fire(
+        &self,
+        long_ratio: f64,
+        short_ratio: f64,
+        current_ratio: f64,
+        error_budget: f64,
+        period: Duration,
+    ) -> Option<Duration> {
+        let limit = self.burn_threshold(period) * error_budget;
+        let reach = |ratio: f64, window: Duration| -> Option<f64> {
+            if ratio > limit {
+                Some(0.0)
+            } else if current_ratio > limit {
+                Some(window.as_secs_f64() * (limit - ratio) / (current_ratio - ratio))
+            } else {
+                None
+            }
+        };
+        let long = reach(long_ratio, self.long)?;
+        let short = reach(short_ratio, self.short)?;
+        Some(Duration::from_secs_f64(long.max(short)))
+    }
 }
 
 /// Every distinct window the alert rules read, shortest first.
@@ -239,6 +266,24 @@ mod tests {
     #[test]
     fn workbook_budget_is_43_2_minutes() {
         assert!(close(budget_minutes(0.001, THIRTY_DAYS), 43.2));
+    }
+
+    #[test]
+    fn time_to_fire_follows_the_windows_filling_up() {
+        let page = WORKBOOK_WINDOWS[0];
+        let period = Duration::from_secs(30 * DAY);
+        let budget = 0.001;
+        // Quiet so far, now failing at 28.8x (twice the 14.4x threshold): the hour window
+        // reaches 14.4x half-way through, the 5m window sooner.
+        let t = page.time_to_fire(0.0, 0.0, 0.0288, budget, period).unwrap();
+        assert_eq!(t, Duration::from_secs(30 * MIN));
+        // Already over in both windows: firing now.
+        assert_eq!(
+            page.time_to_fire(0.02, 0.02, 0.02, budget, period),
+            Some(Duration::ZERO)
+        );
+        // Below the threshold, it never fires at this pace.
+        assert_eq!(page.time_to_fire(0.0, 0.0, 0.01, budget, period), None);
     }
 
     #[test]

@@ -129,7 +129,7 @@ fn slice_cost(slo: &Slo, select: &str) -> String {
 /// afternoon); of a slice SLO, the mean slice cost. A calendar period sums only the samples
 /// recorded in the current week or month: each is recorded again labelled with its period
 /// (`calendar_period`), and the sums keep the label of the current one.
-fn period_rules(slo: &Slo, labels: &[(String, String)], select: &str) -> Vec<Value> {
+pub fn period_rules(slo: &Slo, labels: &[(String, String)], select: &str) -> Vec<Value> {
     let period = slo.window.period();
     let mut rules = Vec::new();
     let five = Duration::from_secs(300);
