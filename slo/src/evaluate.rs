@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
+use crate::breakdown::{self, Group};
 use crate::exposition::{self, Sample, Selector};
 use crate::math::{AlertWindow, Counts, ratio_timeslice_counts, timeslice_counts};
-use crate::promql::{error_ratio, errors_rate, total_rate};
+use crate::promql::{error_ratio, errors_by, errors_rate, total_rate};
 use crate::spec::{Budgeting, Sli, Slo, Window, prom_duration};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +46,9 @@ pub struct Measured {
     pub current_ratio: f64,
     /// Each alert window pair as (long, short) error ratios.
     pub alert_inputs: Vec<(AlertWindow, f64, f64)>,
+    /// Bad events over `period` per group of the breakdown labels (route, status, …);
+    /// empty when the source cannot tell them apart.
+    pub breakdown: Vec<Group>,
 }
 
 /// Where measurements come from.
@@ -100,6 +106,8 @@ impl LoadTestResult {
                 .iter()
                 .map(|w| (*w, counts.error_ratio(), counts.error_ratio()))
                 .collect(),
+            // A load test's result counts requests per scenario step, not per route.
+            breakdown: Vec::new(),
         })
     }
 }
@@ -119,6 +127,26 @@ impl Prometheus {
             client: http_client(Duration::from_secs(30)),
             at: unix_now(),
         }
+    }
+
+    /// Every series of `query` at this source's instant, as its labels and value.
+    pub fn vector(&self, query: &str) -> Result<Vec<Group>, SourceError> {
+        let time = self.at.to_string();
+        let body = self.get("/api/v1/query", &[("query", query), ("time", &time)])?;
+        Ok(body["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|series| {
+                let labels = series["metric"]
+                    .as_object()?
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                    .collect();
+                let value = series["value"][1].as_str()?.parse::<f64>().ok()?;
+                Some((labels, value))
+            })
+            .collect())
     }
 
     /// Evaluates `query` at this source's instant; an empty result is 0 (no series: no events).
@@ -265,6 +293,10 @@ impl Prometheus {
                 .iter()
                 .map(|w| (*w, ratio_of(w.long), ratio_of(w.short)))
                 .collect(),
+            breakdown: match errors_by(&slo.sli, span, &breakdown::labels(&slo.breakdown)) {
+                Some(query) => self.vector(&query)?,
+                None => Vec::new(),
+            },
         })
     }
 }
@@ -363,6 +395,7 @@ impl Scrapes {
                 .iter()
                 .map(|w| (*w, since_start.error_ratio(), interval.error_ratio()))
                 .collect(),
+            breakdown: errors_in_groups(&self.second, slo)?,
         })
     }
 }
@@ -405,6 +438,52 @@ fn counts_in(samples: &[Sample], slo: &Slo) -> Result<Counts, SourceError> {
     }
 }
 
+/// Bad events per group of the breakdown labels in one scrape (since the process started).
+fn errors_in_groups(samples: &[Sample], slo: &Slo) -> Result<Vec<Group>, SourceError> {
+    let labels = breakdown::labels(&slo.breakdown);
+    let key = |s: &Sample| -> BTreeMap<String, String> {
+        labels
+            .iter()
+            .filter_map(|l| Some((l.clone(), s.labels.get(l)?.clone())))
+            .collect()
+    };
+    let mut groups: BTreeMap<BTreeMap<String, String>, f64> = BTreeMap::new();
+    match &slo.sli {
+        Sli::Availability {
+            metric,
+            selector,
+            error_status,
+        } => {
+            let bad = Selector::parse(selector)?.and(&format!("status=~\"{error_status}\""))?;
+            for s in samples
+                .iter()
+                .filter(|s| s.name == *metric && bad.matches(&s.labels))
+            {
+                *groups.entry(key(s)).or_default() += s.value;
+            }
+        }
+        Sli::Latency {
+            metric,
+            selector,
+            threshold_seconds,
+        } => {
+            let base = Selector::parse(selector)?;
+            let (count, bucket) = (format!("{metric}_count"), format!("{metric}_bucket"));
+            for s in samples.iter().filter(|s| base.matches(&s.labels)) {
+                let within = s.labels.get("le").and_then(|le| le.parse::<f64>().ok())
+                    == Some(*threshold_seconds);
+                if s.name == count {
+                    *groups.entry(key(s)).or_default() += s.value;
+                } else if s.name == bucket && within {
+                    *groups.entry(key(s)).or_default() -= s.value;
+                }
+            }
+        }
+        Sli::Ratio { .. } => return Err(SourceError::NeedsPrometheus(slo.name.clone())),
+    }
+    Ok(groups.into_iter().collect())
+}
+
 /// `90s` → `1m30s`, for labels people read.
 pub fn humanize(d: Duration) -> String {
     let s = d.as_secs();
@@ -437,6 +516,7 @@ mod tests {
             budgeting: Budgeting::Occurrences,
             alerting: Alerting::default(),
             labels: vec![],
+            breakdown: vec![],
         }
     }
 

@@ -249,6 +249,7 @@ mod tests {
             period_label: "30d".into(),
             windows: vec![],
             current_ratio: 0.0288,
+            breakdown: vec![],
             alert_inputs: WORKBOOK_WINDOWS.iter().map(|w| (*w, 0.0, 0.0)).collect(),
         };
         let text = explain(

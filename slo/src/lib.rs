@@ -2,6 +2,7 @@
 //! Prometheus rule, promtool test and Grafana dashboard generation, evaluation from
 //! Prometheus or from raw `/metrics` scrapes, and reports. The `slo` binary drives it.
 
+pub mod breakdown;
 pub mod calendar;
 pub mod dashboard;
 pub mod evaluate;

@@ -22,6 +22,18 @@ pub enum Op {
 }
 
 impl Matcher {
+    /// The matcher as PromQL writes it: `code=~"5.."`.
+    pub fn to_promql(&self) -> String {
+        let op = match self.op {
+            Op::Equal => "=",
+            Op::NotEqual => "!=",
+            Op::Matches => "=~",
+            Op::NotMatches => "!~",
+        };
+        let value = self.value.replace('\\', "\\\\").replace('"', "\\\"");
+        format!("{}{op}\"{value}\"", self.label)
+    }
+
     /// Whether `value` passes this matcher; Prometheus regexes match the whole value.
     pub fn accepts(&self, value: &str) -> bool {
         match self.op {

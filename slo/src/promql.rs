@@ -64,6 +64,55 @@ pub fn error_ratio(sli: &Sli, range: Duration) -> String {
     )
 }
 
+/// Bad events over `range` per group of `labels`, e.g. per route and status: `None` for a
+/// ratio SLI whose queries are not plain counter sums, which cannot be regrouped.
+pub fn errors_by(sli: &Sli, range: Duration, labels: &[String]) -> Option<String> {
+    let r = prom_duration(range);
+    let by = labels.join(", ");
+    let increase = |series: &str| format!("sum by ({by}) (increase({series}[{r}]))");
+    match sli {
+        Sli::Availability {
+            metric,
+            selector,
+            error_status,
+        } => Some(increase(&format!(
+            "{metric}{}",
+            braces(selector, &format!("status=~\"{error_status}\""))
+        ))),
+        Sli::Latency {
+            metric,
+            selector,
+            threshold_seconds,
+        } => Some(format!(
+            "{} - {}",
+            increase(&format!("{metric}_count{}", braces(selector, ""))),
+            increase(&format!(
+                "{metric}_bucket{}",
+                braces(selector, &le_matcher(*threshold_seconds))
+            ))
+        )),
+        Sli::Ratio { errors, total } => {
+            let counter = |query: &str| {
+                let (metric, matchers) = crate::matchers::counter_query(query)?;
+                let selector: Vec<String> = matchers.iter().map(|m| m.to_promql()).collect();
+                Some(increase(&format!("{metric}{{{}}}", selector.join(","))))
+            };
+            // OpenSLO's good form: errors are total minus good, per group; a group with
+            // no good events at all is all bad.
+            match errors
+                .strip_prefix(&format!("({total}) - ("))
+                .and_then(|good| good.strip_suffix(')'))
+            {
+                Some(good) => {
+                    let (total, good) = (counter(total)?, counter(good)?);
+                    Some(format!("{total} - ({good} or {total} * 0)"))
+                }
+                None => counter(errors),
+            }
+        }
+    }
+}
+
 /// `{selector,extra}` with empty parts left out.
 pub fn braces(selector: &str, extra: &str) -> String {
     let parts: Vec<&str> = [selector.trim(), extra]
@@ -123,6 +172,36 @@ mod tests {
             "{q}"
         );
         assert_eq!(le_matcher(1.0), "le=~\"1(\\\\.0)?\"");
+    }
+
+    #[test]
+    fn errors_group_by_the_breakdown_labels() {
+        let labels = vec!["route".to_owned(), "status".to_owned()];
+        let sli = Sli::Availability {
+            metric: "m".into(),
+            selector: "service=\"user\"".into(),
+            error_status: "5..".into(),
+        };
+        assert_eq!(
+            errors_by(&sli, Duration::from_secs(3600), &labels).unwrap(),
+            "sum by (route, status) (increase(m{service=\"user\",status=~\"5..\"}[1h]))"
+        );
+        let good = Sli::Ratio {
+            errors:
+                "(sum(rate(t{a=\"b\"}[{{window}}]))) - (sum(rate(t{code!~\"5..\"}[{{window}}])))"
+                    .into(),
+            total: "sum(rate(t{a=\"b\"}[{{window}}]))".into(),
+        };
+        let q = errors_by(&good, Duration::from_secs(60), &labels).unwrap();
+        assert!(
+            q.contains("increase(t{code!~\"5..\"}[1m])) or sum by"),
+            "{q}"
+        );
+        let raw = Sli::Ratio {
+            errors: "histogram_quantile(0.9, x)".into(),
+            total: "vector(1)".into(),
+        };
+        assert_eq!(errors_by(&raw, Duration::from_secs(60), &labels), None);
     }
 
     #[test]

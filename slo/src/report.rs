@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::breakdown::{Offender, offenders};
 use crate::evaluate::{Measured, humanize};
 use crate::math::{Severity, Verdict, budget_minutes, burn_rate, time_to_exhaustion, verdict};
 use crate::promql::number;
@@ -35,6 +36,8 @@ pub struct SloReport {
     pub exhaustion_seconds: Option<u64>,
     pub verdict: Verdict,
     pub breached: bool,
+    /// What burned the budget: bad events by route and status class, biggest first.
+    pub breakdown: Vec<Offender>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -102,6 +105,11 @@ pub fn build(
             .map(|d| d.as_secs()),
         verdict: verdict(remaining, paging, at_risk_below),
         breached: measured.period.sli() < slo.objective,
+        breakdown: offenders(
+            measured.breakdown.clone(),
+            measured.period.total,
+            slo.error_budget(),
+        ),
     }
 }
 
@@ -190,7 +198,28 @@ pub fn table(reports: &[SloReport]) -> String {
         out += &line(row.iter().map(String::as_str).collect());
         out.push('\n');
     }
+    for r in reports.iter().filter(|r| !r.breakdown.is_empty()) {
+        let _ = writeln!(
+            out,
+            "\nWhat burned {}'s budget ({}):",
+            r.id, r.measured_over
+        );
+        for o in &r.breakdown {
+            let _ = writeln!(out, "  {}", offender_line(o));
+        }
+    }
     out
+}
+
+/// `route=/users status=5xx: 12 bad events, 30% of the budget, 80% of the bad events`.
+fn offender_line(o: &Offender) -> String {
+    format!(
+        "{}: {} bad events, {} of the budget, {} of the bad events",
+        o.describe(),
+        number(o.errors.round()),
+        percent(o.budget_spent),
+        percent(o.share_of_errors)
+    )
 }
 
 pub fn markdown(reports: &[SloReport]) -> String {
@@ -223,6 +252,19 @@ pub fn markdown(reports: &[SloReport]) -> String {
                 percent(b.error_ratio),
                 number((b.burn_rate * 100.0).round() / 100.0)
             );
+        }
+        if !r.breakdown.is_empty() {
+            out += "\nWhat burned the budget:\n\n| group | bad events | budget spent | share of bad events |\n|---|---|---|---|\n";
+            for o in &r.breakdown {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} |",
+                    o.describe().replace('|', "\\|"),
+                    number(o.errors.round()),
+                    percent(o.budget_spent),
+                    percent(o.share_of_errors)
+                );
+            }
         }
     }
     out
@@ -330,6 +372,7 @@ mod tests {
             budgeting: Budgeting::Occurrences,
             alerting: Alerting::default(),
             labels: vec![],
+            breakdown: vec![],
         };
         let service = ServiceSlos {
             service: "user".into(),
@@ -350,6 +393,7 @@ mod tests {
             period_label: "30d".into(),
             windows: vec![("5m".into(), 0.0144), ("1h".into(), 0.0144)],
             current_ratio: 0.0144,
+            breakdown: vec![],
             alert_inputs: WORKBOOK_WINDOWS
                 .iter()
                 .map(|w| (*w, 0.0144 * 1.01, 0.0144 * 1.01))

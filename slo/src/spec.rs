@@ -63,6 +63,8 @@ pub struct Slo {
     pub budgeting: Budgeting,
     pub alerting: Alerting,
     pub labels: Vec<(String, String)>,
+    /// Labels the budget breakdown groups bad events by, besides route and status.
+    pub breakdown: Vec<String>,
 }
 
 impl Slo {
@@ -239,6 +241,9 @@ struct NativeSlo {
     alerting: Option<NativeAlerting>,
     #[serde(default)]
     labels: std::collections::BTreeMap<String, String>,
+    /// Labels to break the spent budget down by, besides route and status.
+    #[serde(default)]
+    breakdown: Vec<String>,
 }
 
 fn default_window() -> Spanned<String> {
@@ -453,6 +458,7 @@ pub fn parse_native(path: &Path, text: &str) -> Result<ServiceSlos, SpecError> {
             budgeting,
             alerting,
             labels: native.labels.into_iter().collect(),
+            breakdown: native.breakdown,
         });
     }
     let service = ServiceSlos {

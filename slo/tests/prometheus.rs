@@ -88,6 +88,17 @@ async fn report_from_prometheus_matches_the_traffic() {
     assert_eq!(l["verdict"], "exhausted");
     assert_eq!(l["breached"], true);
 
+    // What burned the budget: the route made to fail spent all of it, the slow route
+    // all of the latency SLO's.
+    let top = &a["breakdown"][0];
+    assert_eq!(top["labels"]["route"], "/test/fail", "{a}");
+    assert_eq!(top["labels"]["status"], "5xx", "{a}");
+    assert!(close(&top["budget_spent"], 0.5, 1e-3), "{a}");
+    assert!(close(&top["share_of_errors"], 1.0, 1e-9), "{a}");
+    let slow = &l["breakdown"][0];
+    assert_eq!(slow["labels"]["route"], "/test/slow", "{l}");
+    assert!(close(&slow["budget_spent"], 4.0, 1e-3 * 4.0), "{l}");
+
     // The generated recording rules, evaluated by Prometheus itself, agree.
     let burn = scalar(
         &prometheus.url,

@@ -254,6 +254,7 @@ impl Reader<'_> {
                 budgeting,
                 alerting: Alerting::default(),
                 labels: slo.labels.clone(),
+                breakdown: Vec::new(),
             });
         }
         Ok(out)

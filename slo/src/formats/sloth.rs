@@ -196,6 +196,7 @@ fn sloth_service(path: &Path, file: SlothFile) -> Result<ServiceSlos, SpecError>
             budgeting: Budgeting::Occurrences,
             alerting,
             labels: s.labels.into_iter().collect(),
+            breakdown: Vec::new(),
         });
     }
     let service = ServiceSlos {
