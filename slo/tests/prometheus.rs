@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 use platform_tests::monitoring::{self, Server, query};
 
 use serde_json::Value;
-use support::{FAILED, GOOD, SLOW, TOTAL, close, repo, slo, slo_report, traffic, user_service};
+use support::{
+    FAILED, GOOD, SLOW, TOTAL, assert_breakdown, close, repo, slo, slo_report, traffic,
+    user_service,
+};
 
 /// Prometheus scraping `target` every second, running the generated user rules.
 async fn start_prometheus(target: &str) -> Server {
@@ -88,16 +91,8 @@ async fn report_from_prometheus_matches_the_traffic() {
     assert_eq!(l["verdict"], "exhausted");
     assert_eq!(l["breached"], true);
 
-    // What burned the budget: the route made to fail spent all of it, the slow route
-    // all of the latency SLO's.
-    let top = &a["breakdown"][0];
-    assert_eq!(top["labels"]["route"], "/test/fail", "{a}");
-    assert_eq!(top["labels"]["status"], "5xx", "{a}");
-    assert!(close(&top["budget_spent"], 0.5, 1e-3), "{a}");
-    assert!(close(&top["share_of_errors"], 1.0, 1e-9), "{a}");
-    let slow = &l["breakdown"][0];
-    assert_eq!(slow["labels"]["route"], "/test/slow", "{l}");
-    assert!(close(&slow["budget_spent"], 4.0, 1e-3 * 4.0), "{l}");
+    // What burned the budget: the routes made to fail and to be slow.
+    assert_breakdown(a, l, 1e-3);
 
     // The generated recording rules, evaluated by Prometheus itself, agree.
     let burn = scalar(

@@ -3,7 +3,9 @@
 
 mod support;
 
-use support::{FAILED, GOOD, SLOW, TOTAL, close, slo, slo_report, traffic, user_service};
+use support::{
+    FAILED, GOOD, SLOW, TOTAL, assert_breakdown, close, slo, slo_report, traffic, user_service,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn report_and_gate_from_raw_scrapes_need_no_prometheus() {
@@ -24,16 +26,8 @@ async fn report_and_gate_from_raw_scrapes_need_no_prometheus() {
     assert!(close(&l["budget_remaining"], -3.0, 1e-9), "{l}");
     assert_eq!(l["verdict"], "exhausted");
 
-    // What burned the budget: the route made to fail spent all of it, the slow route
-    // all of the latency SLO's.
-    let top = &a["breakdown"][0];
-    assert_eq!(top["labels"]["route"], "/test/fail", "{a}");
-    assert_eq!(top["labels"]["status"], "5xx", "{a}");
-    assert!(close(&top["budget_spent"], 0.5, 1e-9), "{a}");
-    assert!(close(&top["share_of_errors"], 1.0, 1e-9), "{a}");
-    let slow = &l["breakdown"][0];
-    assert_eq!(slow["labels"]["route"], "/test/slow", "{l}");
-    assert!(close(&slow["budget_spent"], 4.0, 1e-9 * 4.0), "{l}");
+    // What burned the budget: the routes made to fail and to be slow.
+    assert_breakdown(a, l, 1e-9);
 
     // `slo gate` on the same traffic: exit 0 above the floor, 1 below it, saying why.
     // Only the availability SLO, which has half its budget left after this traffic.

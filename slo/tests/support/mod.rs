@@ -174,3 +174,17 @@ pub fn validate(path: &Path) -> (bool, String) {
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
+
+/// The budget breakdown of the availability (`a`) and latency (`l`) reports names the
+/// route made to fail and the route made slow, each having spent all of its SLO's budget
+/// that was spent.
+pub fn assert_breakdown(a: &Value, l: &Value, tolerance: f64) {
+    let top = &a["breakdown"][0];
+    assert_eq!(top["labels"]["route"], "/test/fail", "{a}");
+    assert_eq!(top["labels"]["status"], "5xx", "{a}");
+    assert!(close(&top["budget_spent"], 0.5, tolerance), "{a}");
+    assert!(close(&top["share_of_errors"], 1.0, 1e-9), "{a}");
+    let slow = &l["breakdown"][0];
+    assert_eq!(slow["labels"]["route"], "/test/slow", "{l}");
+    assert!(close(&slow["budget_spent"], 4.0, tolerance * 4.0), "{l}");
+}
