@@ -9,6 +9,7 @@ declare -A SLOOP_PACKAGES=(
   [nginx]=nginx
   [patch]=patch
   [curl]=curl
+  [chromium]=chromium
 )
 
 postgres_bin() {
@@ -21,7 +22,7 @@ ensure_packages() {
   # The scripts use python3 for free ports, readiness checks and the OTLP sink.
   command -v python3 >/dev/null 2>&1 || missing+=(python3)
   local cmd
-  for cmd in promtool amtool wrk nginx patch curl; do
+  for cmd in promtool amtool wrk nginx patch curl chromium; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${SLOOP_PACKAGES[$cmd]}")
   done
   if ((${#missing[@]} == 0)); then

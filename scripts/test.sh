@@ -2,7 +2,8 @@
 # Runs every test of the workspace against real servers.
 #
 # Installs what the tests need when it is missing: Debian packages (PostgreSQL, Prometheus
-# with promtool, Alertmanager with amtool, wrk, python3), the Tansu Kafka-protocol broker
+# with promtool, Alertmanager with amtool, wrk, python3, Chromium for the HTML reports'
+# layout checks), the Tansu Kafka-protocol broker
 # (`cargo install tansu`, kept in cargo's bin folder so later runs reuse it; about 15
 # minutes the first time) and schemathesis (PyPI, in a virtualenv under ~/.cache).
 # Starts PostgreSQL on a free loopback port in a temporary data directory, runs

@@ -3,6 +3,9 @@
 //! axes with units, a legend that shows the values under the cursor, threshold lines and
 //! shaded time bands (a fault window, a load stage).
 
+#[cfg(feature = "browser")]
+pub mod browser;
+
 use std::fmt::Write as _;
 
 use serde_json::json;
@@ -22,7 +25,13 @@ c.fillStyle='rgba(198,40,40,0.10)';c.fillRect(x0,u.bbox.top,x1-x0,u.bbox.height)
 c.fillStyle='#c62828';c.font=(12*devicePixelRatio)+'px sans-serif';c.fillText(label,x0+4,u.bbox.top+14*devicePixelRatio);}\
 c.restore();}]}};}";
 
-/// A line chart over a shared x axis.
+/// Bar mode for categorical charts: a tick named for each category, the data series drawn
+/// as bars (threshold lines stay lines).
+const CATEGORIES_PLUGIN: &str = "function sloopCategories(opts,cats){if(!cats.length)return;\
+opts.axes[0].splits=()=>cats.map((_,i)=>i);opts.axes[0].values=(u,vals)=>vals.map(v=>cats[v]??'');\
+opts.series.forEach((s,i)=>{if(i>0&&!s.dash){s.paths=uPlot.paths.bars({size:[0.6,120]});s.fill=s.stroke+'cc';s.points={show:false};}});}";
+
+/// A line chart over a shared x axis, or a bar chart over named categories.
 #[derive(Debug, Clone)]
 pub struct Chart {
     title: String,
@@ -31,6 +40,9 @@ pub struct Chart {
     series: Vec<(String, Vec<(f64, f64)>)>,
     thresholds: Vec<(f64, String)>,
     bands: Vec<(f64, f64, String)>,
+    log_x: bool,
+    /// Bar mode: x values are indexes into these names.
+    categories: Vec<String>,
 }
 
 impl Chart {
@@ -42,7 +54,22 @@ impl Chart {
             series: Vec::new(),
             thresholds: Vec::new(),
             bands: Vec::new(),
+            log_x: false,
+            categories: Vec::new(),
         }
+    }
+
+    /// A logarithmic x axis (positive xs only), e.g. for a latency spectrum.
+    pub fn log_x(mut self) -> Self {
+        self.log_x = true;
+        self
+    }
+
+    /// Bars over named categories: a series' points are (category index, value). Meant for
+    /// one data series (more would draw over each other), plus any thresholds.
+    pub fn categories(mut self, names: &[String]) -> Self {
+        self.categories = names.to_vec();
+        self
     }
 
     /// A named line through `points` (x, y); points need not share x values across series.
@@ -124,10 +151,17 @@ impl Chart {
             .iter()
             .map(|(a, b, label)| json!([a, b, label]))
             .collect();
+        let mut x_scale = json!({ "time": false });
+        if self.log_x {
+            x_scale["distr"] = json!(3);
+        }
+        if !self.categories.is_empty() {
+            x_scale["range"] = json!([-0.5, self.categories.len() as f64 - 0.5]);
+        }
         let options = json!({
             "title": self.title,
             "height": 320,
-            "scales": { "x": { "time": false } },
+            "scales": { "x": x_scale },
             "axes": [
                 { "label": self.x_label },
                 { "label": self.y_label, "size": 70 },
@@ -136,10 +170,11 @@ impl Chart {
         });
         format!(
             "<div class=\"chart\" id=\"chart{id}\"></div><script>(()=>{{const el=document.getElementById('chart{id}');\
-const opts={options};opts.width=el.clientWidth;opts.plugins=[sloopBands({bands})];\
+const opts={options};opts.width=el.clientWidth;opts.plugins=[sloopBands({bands})];sloopCategories(opts,{categories});\
 const u=new uPlot(opts,{data},el);addEventListener('resize',()=>u.setSize({{width:el.clientWidth,height:320}}));}})();</script>",
             options = script_safe(&options),
             bands = script_safe(&json!(bands)),
+            categories = script_safe(&json!(self.categories)),
             data = script_safe(&self.aligned()),
         )
     }
@@ -199,7 +234,7 @@ impl Page {
     pub fn render(&self) -> String {
         let library = if self.charts > 0 {
             format!(
-                "<style>{UPLOT_CSS}</style><script>{UPLOT_JS}</script><script>{BANDS_PLUGIN}</script>"
+                "<style>{UPLOT_CSS}</style><script>{UPLOT_JS}</script><script>{BANDS_PLUGIN}{CATEGORIES_PLUGIN}</script>"
             )
         } else {
             String::new()

@@ -12,7 +12,7 @@ use crate::math::{Severity, Verdict, budget_minutes, burn_rate, time_to_exhausti
 use crate::promql::number;
 use crate::rules::slo_id;
 use crate::spec::{ServiceSlos, Slo};
-use report_kit::escape;
+use report_kit::{Chart, Page};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SloReport {
@@ -38,6 +38,8 @@ pub struct SloReport {
     pub breached: bool,
     /// What burned the budget: bad events by route and status class, biggest first.
     pub breakdown: Vec<Offender>,
+    /// Each alert window pair's burn threshold, e.g. ("page: 1h and 5m", 14.4).
+    pub alert_burns: Vec<(String, f64)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -110,6 +112,21 @@ pub fn build(
             measured.period.total,
             slo.error_budget(),
         ),
+        alert_burns: measured
+            .alert_inputs
+            .iter()
+            .map(|(w, _, _)| {
+                (
+                    format!(
+                        "{}: {} and {}",
+                        w.severity.as_str(),
+                        crate::spec::prom_duration(w.long),
+                        crate::spec::prom_duration(w.short)
+                    ),
+                    w.burn_threshold(period),
+                )
+            })
+            .collect(),
     }
 }
 
@@ -275,81 +292,80 @@ pub fn json(reports: &[SloReport]) -> String {
         .expect("reports serialise")
 }
 
-/// A self-contained page: a budget bar and a burn-rate bar chart per SLO, inline SVG.
+/// A self-contained page (report-kit): the summary table, then per SLO its state in
+/// sentences, the burn of each window as bars against the alert thresholds, and what
+/// burned the budget.
 pub fn html(reports: &[SloReport]) -> String {
-    let mut body = String::new();
+    let mut page = Page::new("SLO report");
+    page.table(&HEADERS, rows(reports).into_iter().map(Vec::from).collect());
     for r in reports {
-        let colour = match r.verdict {
-            Verdict::Ok => "#2e7d32",
-            Verdict::AtRisk => "#ef6c00",
-            Verdict::Exhausted => "#c62828",
-        };
-        let _ = write!(
-            body,
-            "<section><h2>{id}</h2><p>objective {obj} over {win}; SLI {sli} ({over}); <strong style=\"color:{colour}\">{verdict}</strong>; budget exhausted in {ex}; alerts: {alerts}</p>{budget}{chart}</section>",
-            id = escape(&r.id),
-            obj = percent(r.objective),
-            win = escape(&r.window),
-            sli = percent(r.sli),
-            over = escape(&r.measured_over),
-            verdict = r.verdict.as_str(),
-            ex = exhaustion(r),
-            alerts = if r.firing.is_empty() {
-                "none".into()
-            } else {
-                escape(&r.firing.join(", "))
-            },
-            budget = budget_bar(r.budget_remaining, colour),
-            chart = burn_chart(r),
-        );
+        page.heading(&r.id);
+        page.paragraph(&state(r));
+        let windows: Vec<String> = r.burn_rates.iter().map(|b| b.window.clone()).collect();
+        let burns: Vec<(f64, f64)> = r
+            .burn_rates
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (i as f64, b.burn_rate))
+            .collect();
+        let mut chart = Chart::new(
+            "Burn rate per window",
+            "window",
+            "burn rate (1 = budget lasts the period)",
+        )
+        .categories(&windows)
+        .series("burn", &burns);
+        for (label, burn) in &r.alert_burns {
+            chart = chart.threshold(*burn, label);
+        }
+        page.chart(chart);
+        if !r.breakdown.is_empty() {
+            page.paragraph(&format!("What burned the budget ({}):", r.measured_over));
+            page.table(
+                &["group", "bad events", "budget spent", "share of bad events"],
+                r.breakdown
+                    .iter()
+                    .map(|o| {
+                        vec![
+                            o.describe(),
+                            number(o.errors.round()),
+                            percent(o.budget_spent),
+                            percent(o.share_of_errors),
+                        ]
+                    })
+                    .collect(),
+            );
+        }
     }
-    format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>SLO report</title><style>body{{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;color:#222}}section{{border-top:1px solid #ddd;padding:1em 0}}svg text{{font-size:12px}}</style></head><body><h1>SLO report</h1><pre>{}</pre>{body}</body></html>",
-        escape(&table(reports))
-    )
+    page.render()
 }
 
-fn budget_bar(remaining: f64, colour: &str) -> String {
-    let width = (remaining.clamp(0.0, 1.0) * 600.0).round();
+/// The SLO's state as a person would say it.
+fn state(r: &SloReport) -> String {
+    let lasting = match r.exhaustion_seconds {
+        None => "The budget is not being spent right now.".to_owned(),
+        Some(0) => "The budget is spent.".to_owned(),
+        Some(s) => format!(
+            "At the current burn ({}x) the budget runs out in {}.",
+            number((r.current_burn * 100.0).round() / 100.0),
+            humanize(std::time::Duration::from_secs(s))
+        ),
+    };
     format!(
-        "<svg width=\"640\" height=\"40\" role=\"img\" aria-label=\"budget remaining\"><rect x=\"0\" y=\"10\" width=\"600\" height=\"18\" fill=\"#eee\"/><rect x=\"0\" y=\"10\" width=\"{width}\" height=\"18\" fill=\"{colour}\"/><text x=\"4\" y=\"24\">budget left {}</text></svg>",
-        percent(remaining)
+        "Objective {} over {}; SLI {} ({}). Budget left {} ({:.1} minutes of full outage). {lasting} Alerts firing: {}. Verdict: {}.",
+        percent(r.objective),
+        r.window,
+        percent(r.sli),
+        r.measured_over,
+        percent(r.budget_remaining),
+        r.budget_remaining_minutes,
+        if r.firing.is_empty() {
+            "none".to_owned()
+        } else {
+            r.firing.join(", ")
+        },
+        r.verdict.as_str()
     )
-}
-
-/// Burn per window as bars, with the page (14.4x) and ticket (1x) lines for scale.
-fn burn_chart(r: &SloReport) -> String {
-    let max = r
-        .burn_rates
-        .iter()
-        .map(|b| b.burn_rate)
-        .fold(15.0_f64, f64::max);
-    let height = 160.0;
-    let bar = 48.0;
-    let mut svg = format!(
-        "<svg width=\"{}\" height=\"200\" role=\"img\" aria-label=\"burn rate per window\">",
-        60.0 + bar * 1.5 * r.burn_rates.len() as f64
-    );
-    for (i, b) in r.burn_rates.iter().enumerate() {
-        let h = (b.burn_rate / max * height).min(height);
-        let x = 40.0 + i as f64 * bar * 1.5;
-        let _ = write!(
-            svg,
-            "<rect x=\"{x}\" y=\"{}\" width=\"{bar}\" height=\"{h}\" fill=\"#1565c0\"/><text x=\"{x}\" y=\"195\">{}</text><text x=\"{x}\" y=\"{}\">{}x</text>",
-            170.0 - h,
-            escape(&b.window),
-            165.0 - h,
-            number((b.burn_rate * 10.0).round() / 10.0)
-        );
-    }
-    for (level, label) in [(14.4, "page 14.4x"), (1.0, "1x")] {
-        let y = 170.0 - level / max * height;
-        let _ = write!(
-            svg,
-            "<line x1=\"30\" x2=\"100%\" y1=\"{y}\" y2=\"{y}\" stroke=\"#c62828\" stroke-dasharray=\"4\"/><text x=\"0\" y=\"{y}\">{label}</text>"
-        );
-    }
-    svg + "</svg>"
 }
 
 #[cfg(test)]

@@ -191,6 +191,18 @@ async fn library_experiment(file: PathBuf) -> Result<(), String> {
         problems.push(format!("faults left active: {leftover:?}"));
     }
     let report = stack.report();
+    // The HTML report as a person opens it: nothing overflows a laptop screen.
+    let html = std::fs::read_to_string(stack.dir.join("results/report.html")).unwrap_or_default();
+    let layout = tokio::task::spawn_blocking(move || {
+        report_kit::browser::layout_problems(&html, report_kit::browser::LAYOUT_WIDTH)
+    })
+    .await
+    .unwrap();
+    match layout {
+        Ok(found) if found.is_empty() => {}
+        Ok(found) => problems.push(format!("report.html layout: {found:?}")),
+        Err(e) => problems.push(e.to_string()),
+    }
     stack.stop().await;
     if problems.is_empty() {
         eprintln!("{name}: passed");

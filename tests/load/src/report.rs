@@ -8,9 +8,8 @@ use std::fmt::Write as _;
 use crate::engine::RunResult;
 use crate::stats::Summary;
 use crate::thresholds::Threshold;
-use report_kit::escape;
 
-pub use loadtest_result::{Results, ThresholdResult};
+pub use loadtest_result::{Results, Second, ThresholdResult};
 
 pub fn results(scenario: &str, target: &str, run: &RunResult, thresholds: &[Threshold]) -> Results {
     let checked: Vec<ThresholdResult> = thresholds
@@ -103,106 +102,154 @@ pub fn number(x: f64) -> String {
     }
 }
 
-/// A self-contained page: latency over time (p50, p99), throughput over time, and the
-/// latency distribution (percentile spectrum), as inline SVG.
-pub fn html(results: &Results, spectra: &BTreeMap<String, Vec<(f64, f64)>>) -> String {
-    let secs: Vec<f64> = results.timeline.iter().map(|s| s.second as f64).collect();
-    let latency = line_chart(
-        "Latency over time (ms, from intended send)",
-        &secs,
-        &[
-            ("p50", results.timeline.iter().map(|s| s.p50_ms).collect()),
-            ("p99", results.timeline.iter().map(|s| s.p99_ms).collect()),
-        ],
-        false,
-    );
-    let throughput = line_chart(
-        "Throughput (responses per second)",
-        &secs,
-        &[
-            (
-                "ok",
-                results
-                    .timeline
-                    .iter()
-                    .map(|s| (s.requests - s.failed) as f64)
-                    .collect(),
-            ),
-            (
-                "failed",
-                results.timeline.iter().map(|s| s.failed as f64).collect(),
-            ),
-        ],
-        false,
-    );
-    let series: Vec<(&str, Vec<f64>)> = spectra
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.iter().map(|p| p.1).collect()))
-        .collect();
-    let xs: Vec<f64> = spectra
-        .values()
-        .next()
-        .map(|v| v.iter().map(|p| p.0).collect())
-        .unwrap_or_default();
-    let distribution = line_chart(
-        "Latency distribution (ms by percentile; x: 1/(1-p), log)",
-        &xs,
-        &series,
-        true,
-    );
-    format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>loadtest: {name}</title><style>body{{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto}}pre{{background:#f6f6f6;padding:1em;overflow:auto}}</style></head><body><h1>loadtest: {name}</h1><p>{verdict}</p><pre>{table}</pre>{latency}{throughput}{distribution}</body></html>",
-        name = escape(&results.scenario),
-        verdict = if results.passed {
-            "All thresholds passed."
-        } else {
-            "<strong style=\"color:#c62828\">Thresholds failed.</strong>"
-        },
-        table = escape(&table(results)),
-    )
+/// Percentile rows per step and overall, for the HTML table.
+fn summary_rows(results: &Results) -> Vec<Vec<String>> {
+    let row = |name: &str, s: &Summary| {
+        let l = &s.latency_ms;
+        let statuses: Vec<String> = s
+            .statuses
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        let mut cells = vec![
+            name.to_owned(),
+            s.requests.to_string(),
+            s.failed.to_string(),
+            s.dropped.to_string(),
+        ];
+        cells.extend([l.p50, l.p90, l.p99, l.p99_9, l.max].map(|v| format!("{v:.2}")));
+        cells.push(statuses.join(", "));
+        cells
+    };
+    let mut rows: Vec<Vec<String>> = results.steps.iter().map(|(n, s)| row(n, s)).collect();
+    rows.push(row("all", &results.overall));
+    rows
 }
 
-const COLOURS: [&str; 6] = [
-    "#1565c0", "#c62828", "#2e7d32", "#ef6c00", "#6a1b9a", "#00838f",
-];
+/// (x, y) points of one chart series.
+type Points = Vec<(f64, f64)>;
 
-fn line_chart(title: &str, xs: &[f64], series: &[(&str, Vec<f64>)], log_x: bool) -> String {
-    let (w, h, pad) = (900.0, 260.0, 40.0);
-    let fx = |x: f64| if log_x { x.max(1.0).log10() } else { x };
-    let (x0, x1) = xs.iter().fold((f64::MAX, f64::MIN), |(a, b), x| {
-        (a.min(fx(*x)), b.max(fx(*x)))
-    });
-    let y1 = series
-        .iter()
-        .flat_map(|s| s.1.iter())
-        .fold(0.0_f64, |m, y| m.max(*y))
-        .max(1e-9);
-    let sx = |x: f64| pad + (fx(x) - x0) / (x1 - x0).max(1e-9) * (w - 2.0 * pad);
-    let sy = |y: f64| h - pad - y / y1 * (h - 2.0 * pad);
-    let mut svg = format!(
-        "<h3>{}</h3><svg width=\"{w}\" height=\"{h}\" role=\"img\"><line x1=\"{pad}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#999\"/><text x=\"0\" y=\"{}\">{}</text>",
-        escape(title),
-        h - pad,
-        w - pad,
-        h - pad,
-        pad,
-        number((y1 * 100.0).round() / 100.0)
+/// Responses per second over the run. The last second is usually cut short by the end of
+/// the run: its count is scaled to a whole second, and dropped when under a fifth of one,
+/// so the line does not plunge at the end for want of time rather than throughput.
+fn throughput(timeline: &[Second], duration_s: f64) -> (Points, Points) {
+    let (mut ok, mut failed) = (Vec::new(), Vec::new());
+    for s in timeline {
+        let covered = (duration_s - s.second as f64).clamp(0.0, 1.0);
+        if covered < 0.2 {
+            continue;
+        }
+        let x = s.second as f64;
+        ok.push((x, (s.requests - s.failed) as f64 / covered));
+        failed.push((x, s.failed as f64 / covered));
+    }
+    (ok, failed)
+}
+
+/// A self-contained page (report-kit): the verdict, the percentile table, latency and
+/// throughput over time, and the latency distribution, with axes, units, legends and
+/// values under the cursor.
+pub fn html(results: &Results, spectra: &BTreeMap<String, Vec<(f64, f64)>>) -> String {
+    let mut page = report_kit::Page::new(&format!("loadtest: {}", results.scenario));
+    page.paragraph(&format!(
+        "{} against {}: {:.1} s, {} requests planned, {:.1} requests/s achieved. {}",
+        results.scenario,
+        results.target,
+        results.duration_s,
+        results.planned,
+        results.achieved_rps,
+        if results.passed {
+            "All thresholds passed."
+        } else {
+            "Thresholds failed."
+        }
+    ));
+    page.table(
+        &[
+            "step", "requests", "failed", "dropped", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms",
+            "max ms", "statuses",
+        ],
+        summary_rows(results),
     );
-    for (i, (name, ys)) in series.iter().enumerate() {
-        let points: Vec<String> = xs
-            .iter()
-            .zip(ys)
-            .map(|(x, y)| format!("{:.1},{:.1}", sx(*x), sy(*y)))
-            .collect();
-        let colour = COLOURS[i % COLOURS.len()];
-        let _ = write!(
-            svg,
-            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/><text x=\"{}\" y=\"{}\" fill=\"{colour}\">{}</text>",
-            points.join(" "),
-            w - pad - 80.0,
-            pad + 14.0 * i as f64,
-            escape(name)
+    if !results.thresholds.is_empty() {
+        page.table(
+            &["threshold", "measured", "result"],
+            results
+                .thresholds
+                .iter()
+                .map(|t| {
+                    vec![
+                        format!(
+                            "{}{}",
+                            t.step
+                                .as_ref()
+                                .map(|s| format!("{s}: "))
+                                .unwrap_or_default(),
+                            t.threshold
+                        ),
+                        number(t.value),
+                        if t.passed { "pass" } else { "FAIL" }.to_owned(),
+                    ]
+                })
+                .collect(),
         );
     }
-    svg + "</svg>"
+    let secs = |f: fn(&Second) -> f64| -> Vec<(f64, f64)> {
+        results
+            .timeline
+            .iter()
+            .map(|s| (s.second as f64, f(s)))
+            .collect()
+    };
+    page.chart(
+        report_kit::Chart::new(
+            "Latency over time, from each request's intended send time",
+            "seconds since start",
+            "latency (ms)",
+        )
+        .series("p50", &secs(|s| s.p50_ms))
+        .series("p99", &secs(|s| s.p99_ms)),
+    );
+    let (ok, failed) = throughput(&results.timeline, results.duration_s);
+    page.chart(
+        report_kit::Chart::new("Throughput", "seconds since start", "responses per second")
+            .series("ok", &ok)
+            .series("failed", &failed),
+    );
+    let mut distribution = report_kit::Chart::new(
+        "Latency distribution",
+        "percentile, as 1/(1-p): 10 = p90, 100 = p99, 1000 = p99.9",
+        "latency (ms)",
+    )
+    .log_x();
+    for (name, points) in spectra {
+        distribution = distribution.series(name, points);
+    }
+    page.chart(distribution);
+    page.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_partial_second_is_scaled_not_plunged() {
+        let second = |n, requests| Second {
+            second: n,
+            requests,
+            failed: 0,
+            p50_ms: 1.0,
+            p99_ms: 2.0,
+        };
+        let mut timeline = vec![second(0, 100), second(1, 100), second(2, 50)];
+        let (ok, _) = throughput(&timeline, 2.5);
+        assert_eq!(ok, vec![(0.0, 100.0), (1.0, 100.0), (2.0, 100.0)]);
+        timeline[2].requests = 10;
+        assert_eq!(
+            throughput(&timeline, 2.1).0.len(),
+            2,
+            "a tenth of a second is not plotted"
+        );
+    }
 }

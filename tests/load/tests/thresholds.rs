@@ -96,6 +96,16 @@ async fn overload_drops_requests_and_fails_the_threshold() {
         "every due request is either served or counted as dropped"
     );
     assert!(out.join("work.hgrm").exists() && out.join("report.html").exists());
+    // The report as a person opens it: charts drawn, nothing overflowing a laptop screen.
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("new uPlot("), "charts are drawn by uPlot");
+    let problems = tokio::task::spawn_blocking(move || {
+        report_kit::browser::layout_problems(&html, report_kit::browser::LAYOUT_WIDTH)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(problems.is_empty(), "the report's layout: {problems:#?}");
 
     // The SLO engine reads the same file: dropped requests are bad events to it too.
     let run = slo::evaluate::LoadTestResult::read(&out.join("result.json")).unwrap();
