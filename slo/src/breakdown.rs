@@ -22,7 +22,9 @@ pub struct Offender {
     /// rest.
     pub labels: BTreeMap<String, String>,
     pub errors: f64,
-    /// Share of the period's whole error budget this group spent (1 = all of it).
+    /// Share of the period's whole error budget this group spent (1 = all of it): its
+    /// share of the bad events times the budget spent. For time-slice SLOs, whose budget
+    /// is counted in slices, that attributes the spent slices by the bad events in them.
     pub budget_spent: f64,
     /// Share of all bad events in the period.
     pub share_of_errors: f64,
@@ -61,9 +63,9 @@ fn class(value: &str) -> String {
 }
 
 /// Folds status codes into classes, merges the groups that become one, ranks them by bad
-/// events and keeps the top [`TOP`], the rest summed as `other`. `total` is the period's
-/// count of all events, `error_budget` the SLO's allowed bad share.
-pub fn offenders(groups: Vec<Group>, total: f64, error_budget: f64) -> Vec<Offender> {
+/// events and keeps the top [`TOP`], the rest summed in one line. `spent` is the share of
+/// the period's budget spent so far (1 = all of it).
+pub fn offenders(groups: Vec<Group>, spent: f64) -> Vec<Offender> {
     let mut merged: BTreeMap<BTreeMap<String, String>, f64> = BTreeMap::new();
     for (labels, errors) in groups {
         if !(errors > 0.0 && errors.is_finite()) {
@@ -84,20 +86,18 @@ pub fn offenders(groups: Vec<Group>, total: f64, error_budget: f64) -> Vec<Offen
         *merged.entry(folded).or_default() += errors;
     }
     let all_errors: f64 = merged.values().sum();
-    let budget_events = error_budget * total;
-    let offender = |labels: BTreeMap<String, String>, errors: f64| Offender {
-        labels,
-        errors,
-        budget_spent: if budget_events > 0.0 {
-            errors / budget_events
-        } else {
-            0.0
-        },
-        share_of_errors: if all_errors > 0.0 {
+    let offender = |labels: BTreeMap<String, String>, errors: f64| {
+        let share = if all_errors > 0.0 {
             errors / all_errors
         } else {
             0.0
-        },
+        };
+        Offender {
+            labels,
+            errors,
+            budget_spent: share * spent.max(0.0),
+            share_of_errors: share,
+        }
     };
     let mut ranked: Vec<(BTreeMap<String, String>, f64)> = merged.into_iter().collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -109,7 +109,7 @@ pub fn offenders(groups: Vec<Group>, total: f64, error_budget: f64) -> Vec<Offen
         .collect();
     if rest > 0.0 {
         out.push(offender(
-            BTreeMap::from([("other".to_owned(), "groups".to_owned())]),
+            BTreeMap::from([("group".to_owned(), "all others".to_owned())]),
             rest,
         ));
     }
@@ -138,8 +138,8 @@ mod tests {
             group("/users", "500", 2.0),
             group("/health", "500", 0.0),
         ];
-        // 1000 events at a 1 % budget: 10 bad events spend the whole budget.
-        let offenders = offenders(groups, 1000.0, 0.01);
+        // 15 bad events spent 1.5 budgets (1000 events at a 1 % budget).
+        let offenders = offenders(groups, 1.5);
         assert_eq!(offenders.len(), 2);
         assert_eq!(offenders[0].describe(), "route=/orders status=5xx");
         assert_eq!(offenders[0].budget_spent, 1.0);
@@ -153,10 +153,12 @@ mod tests {
         let groups = (0..8)
             .map(|i| group(&format!("/r{i}"), "500", 1.0 + i as f64))
             .collect();
-        let offenders = offenders(groups, 100.0, 0.1);
+        let offenders = offenders(groups, 3.6);
         assert_eq!(offenders.len(), TOP + 1);
         assert_eq!(offenders[0].describe(), "route=/r7 status=5xx");
-        assert_eq!(offenders[TOP].describe(), "other=groups");
+        assert_eq!(offenders[TOP].describe(), "group=all others");
         assert_eq!(offenders[TOP].errors, 1.0 + 2.0 + 3.0);
+        // 36 bad events spent 3.6 budgets: each bad event a tenth of one.
+        assert!((offenders[TOP].budget_spent - 0.6).abs() < 1e-12);
     }
 }

@@ -2,11 +2,16 @@
 //! in a time zone (`2024-01-01 00:00` in `Europe/Berlin`), so "this month" means what the
 //! calendar on the wall says, not the last 30 days.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan, Unit, ZonedDateTime};
+
+/// The years the rules' daylight-saving terms cover: 2024-01-01 to 2040-01-01 (UTC).
+const RULES_FROM: i64 = 1_704_067_200;
+const RULES_UNTIL: i64 = 2_208_988_800;
 
 /// How long each calendar period is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +73,10 @@ impl Calendar {
         if unit == CalendarUnit::Month && !midnight_first {
             return Err(CalendarError::MonthStart(start.into()));
         }
+        // Dates at the edge of what can be computed with are refused here, not later.
+        if anchor.to_zoned_datetime(zone.clone()).is_err() {
+            return Err(CalendarError::BadStart(start.into()));
+        }
         Ok(Self { unit, anchor, zone })
     }
 
@@ -80,9 +89,10 @@ impl Calendar {
 
     fn anchor_zoned(&self) -> ZonedDateTime {
         // The anchor is a wall-clock time; one that a DST change skips resolves forward.
+        // `new` has checked that it converts.
         self.anchor
             .to_zoned_datetime(self.zone.clone())
-            .expect("calendar anchors are ordinary dates")
+            .unwrap_or_else(|_| Timestamp::UNIX_EPOCH.to_zoned_datetime(self.zone.clone()))
     }
 
     /// The period holding `now`: its start and its end (exclusive).
@@ -117,10 +127,30 @@ impl Calendar {
         Duration::from_secs_f64((now.as_second() - start.as_second()).max(0) as f64)
     }
 
-    /// The zone's offset from UTC at `at`, in seconds (what the Prometheus rules add to
-    /// `time()`, since PromQL knows only UTC).
-    pub fn utc_offset_seconds(&self, at: Timestamp) -> i32 {
-        self.zone.to_offset(at).seconds()
+    /// The zone's offset from UTC in seconds as a PromQL scalar expression of `time()`,
+    /// daylight-saving changes included from 2024 to 2040 (PromQL knows only UTC). It does
+    /// not depend on when the rules are generated, so generating them again gives the same
+    /// file.
+    pub fn offset_expr(&self) -> String {
+        let from = Timestamp::from_second(RULES_FROM).unwrap_or(Timestamp::UNIX_EPOCH);
+        let mut previous = self.zone.to_offset(from).seconds();
+        let mut expr = previous.to_string();
+        for transition in self.zone.following(from) {
+            let at = transition.timestamp().as_second();
+            if at >= RULES_UNTIL {
+                break;
+            }
+            let offset = transition.offset().seconds();
+            if offset != previous {
+                let _ = write!(expr, " + {} * (time() >= bool {at})", offset - previous);
+                previous = offset;
+            }
+        }
+        if expr.contains(' ') {
+            format!("({expr})")
+        } else {
+            expr
+        }
     }
 
     /// The anchor as seconds since the epoch, in shifted (local) time.
@@ -196,10 +226,17 @@ mod tests {
         let (start, end) = month.period_at(at("2026-03-01T03:00:00Z"));
         assert_eq!(start, at("2026-02-01T05:00:00Z"));
         assert_eq!(end, at("2026-03-01T05:00:00Z"));
-        assert_eq!(
-            month.utc_offset_seconds(at("2026-01-15T00:00:00Z")),
-            -5 * 3600
+        // The rules' offset: -5h, +1h from the second Sunday of March, -1h from November's
+        // first, every year; UTC's is 0.
+        let offset = month.offset_expr();
+        assert!(
+            offset.starts_with(
+                "(-18000 + 3600 * (time() >= bool 1710054000) + -3600 * (time() >= bool 1730613600)"
+            ),
+            "{offset}"
         );
+        assert_eq!(offset.matches("time()").count(), 32, "{offset}");
+        assert_eq!(Calendar::utc(CalendarUnit::Month).offset_expr(), "0");
         assert_eq!(month.describe(), "calendar month (America/New_York)");
     }
 

@@ -49,6 +49,15 @@ pub struct Measured {
     /// Bad events over `period` per group of the breakdown labels (route, status, …);
     /// empty when the source cannot tell them apart.
     pub breakdown: Vec<Group>,
+    /// For a calendar window: how far into the current week or month, and its length.
+    pub calendar: Option<CalendarProgress>,
+}
+
+/// How far a calendar period has gone.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CalendarProgress {
+    pub elapsed: Duration,
+    pub length: Duration,
 }
 
 /// Where measurements come from.
@@ -108,6 +117,7 @@ impl LoadTestResult {
                 .collect(),
             // A load test's result counts requests per scenario step, not per route.
             breakdown: Vec::new(),
+            calendar: None,
         })
     }
 }
@@ -249,14 +259,23 @@ impl Prometheus {
             ratios.push((range, self.instant(&error_ratio(&slo.sli, range))?));
         }
         // What the period SLI covers: the rolling window, or this calendar period so far.
-        let (span, period_label) = match &slo.window {
-            Window::Rolling(d) => (*d, prom_duration(*d)),
+        let (span, period_label, calendar) = match &slo.window {
+            Window::Rolling(d) => (*d, prom_duration(*d), None),
             Window::Calendar(calendar) => {
                 let now = jiff::Timestamp::from_second(self.at as i64).unwrap_or_default();
-                let (start, _) = calendar.period_at(now);
+                let (start, end) = calendar.period_at(now);
+                let elapsed = calendar.elapsed_at(now);
+                let progress = CalendarProgress {
+                    elapsed,
+                    length: Duration::from_secs((end.as_second() - start.as_second()).max(1) as u64),
+                };
                 // A rate needs a range of a few samples, even a minute into a new month.
-                let span = calendar.elapsed_at(now).max(Duration::from_secs(60));
-                (span, format!("{} since {start}", calendar.describe()))
+                let span = elapsed.max(Duration::from_secs(60));
+                (
+                    span,
+                    format!("{} since {start}", calendar.describe()),
+                    Some(progress),
+                )
             }
         };
         let counts = match slo.budgeting {
@@ -297,6 +316,7 @@ impl Prometheus {
                 Some(query) => self.vector(&query)?,
                 None => Vec::new(),
             },
+            calendar,
         })
     }
 }
@@ -396,6 +416,7 @@ impl Scrapes {
                 .map(|w| (*w, since_start.error_ratio(), interval.error_ratio()))
                 .collect(),
             breakdown: errors_in_groups(&self.second, slo)?,
+            calendar: None,
         })
     }
 }

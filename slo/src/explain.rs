@@ -65,7 +65,7 @@ pub fn explain(
             let _ = writeln!(
                 out,
                 "\nNow\n  Error ratio over the last 5m: {}% (burn {}x).",
-                number(m.current_ratio * 100.0),
+                number((m.current_ratio * 100.0 * 1e4).round() / 1e4),
                 number((burn * 100.0).round() / 100.0)
             );
         }
@@ -197,10 +197,16 @@ fn alert(
 }
 
 /// `firing now`, `fires in 25m at the current burn`, `will not fire at the current burn`.
+/// With a `for:`, a condition that holds already fires once it has held that long, which
+/// the windows alone cannot tell.
 fn firing_in(when: Option<Duration>, pending: Option<Duration>) -> String {
     match (when, pending.unwrap_or_default()) {
         (None, _) => "will not fire at the current burn".into(),
         (Some(t), p) if t.is_zero() && p.is_zero() => "firing now".into(),
+        (Some(t), p) if t.is_zero() => format!(
+            "its condition holds now; it fires once it has held for {}",
+            prom_duration(p)
+        ),
         (Some(t), p) => format!(
             "fires in {} at the current burn",
             humanize(Duration::from_secs((t + p).as_secs().max(1)))
@@ -250,6 +256,7 @@ mod tests {
             windows: vec![],
             current_ratio: 0.0288,
             breakdown: vec![],
+            calendar: None,
             alert_inputs: WORKBOOK_WINDOWS.iter().map(|w| (*w, 0.0, 0.0)).collect(),
         };
         let text = explain(
@@ -260,6 +267,20 @@ mod tests {
         );
         // The hour window reaches 14.4x in 30m; the page alert then waits its 2m.
         assert!(text.contains("fires in 32m at the current burn"), "{text}");
+        let holding = Measured {
+            alert_inputs: WORKBOOK_WINDOWS.iter().map(|w| (*w, 0.02, 0.02)).collect(),
+            ..measured
+        };
+        let text = explain(
+            &service,
+            &service.slos[0],
+            &WORKBOOK_WINDOWS,
+            Some(&holding),
+        );
+        assert!(
+            text.contains("its condition holds now; it fires once it has held for 2m"),
+            "{text}"
+        );
         assert!(text.contains("burn 28.8x"), "{text}");
     }
 }

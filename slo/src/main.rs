@@ -220,7 +220,16 @@ fn find_slo<'a>(
         {
             Ok((service, slo))
         }
-        _ => bail!("`{wanted}` names SLOs of several services; use its id, e.g. service-{wanted}"),
+        _ => {
+            let ids: Vec<String> = matches
+                .iter()
+                .map(|(s, slo)| slo::rules::slo_id(&s.service, slo))
+                .collect();
+            bail!(
+                "`{wanted}` names SLOs of several services; use one's id: {}",
+                ids.join(", ")
+            )
+        }
     }
 }
 

@@ -284,6 +284,11 @@ mod tests {
         );
         // Below the threshold, it never fires at this pace.
         assert_eq!(page.time_to_fire(0.0, 0.0, 0.01, budget, period), None);
+        // The hour is over already; the 5m window, quiet, fills at 28.8x in 2m30s.
+        assert_eq!(
+            page.time_to_fire(0.02, 0.0, 0.0288, budget, period),
+            Some(Duration::from_secs(150))
+        );
     }
 
     #[test]

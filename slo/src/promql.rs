@@ -64,6 +64,19 @@ pub fn error_ratio(sli: &Sli, range: Duration) -> String {
     )
 }
 
+/// Bad events as total minus good ones (OpenSLO's `good` form). A window with no good
+/// series at all is all bad, not empty.
+pub fn good_form_errors(total: &str, good: &str) -> String {
+    format!("({total}) - (({good}) or ({total}) * 0)")
+}
+
+/// The good-events query of an errors query written by [`good_form_errors`].
+pub fn good_of<'a>(errors: &'a str, total: &str) -> Option<&'a str> {
+    errors
+        .strip_prefix(&format!("({total}) - (("))?
+        .strip_suffix(&format!(") or ({total}) * 0)"))
+}
+
 /// Bad events over `range` per group of `labels`, e.g. per route and status: `None` for a
 /// ratio SLI whose queries are not plain counter sums, which cannot be regrouped.
 pub fn errors_by(sli: &Sli, range: Duration, labels: &[String]) -> Option<String> {
@@ -99,10 +112,7 @@ pub fn errors_by(sli: &Sli, range: Duration, labels: &[String]) -> Option<String
             };
             // OpenSLO's good form: errors are total minus good, per group; a group with
             // no good events at all is all bad.
-            match errors
-                .strip_prefix(&format!("({total}) - ("))
-                .and_then(|good| good.strip_suffix(')'))
-            {
+            match good_of(errors, total) {
                 Some(good) => {
                     let (total, good) = (counter(total)?, counter(good)?);
                     Some(format!("{total} - ({good} or {total} * 0)"))
@@ -186,11 +196,10 @@ mod tests {
             errors_by(&sli, Duration::from_secs(3600), &labels).unwrap(),
             "sum by (route, status) (increase(m{service=\"user\",status=~\"5..\"}[1h]))"
         );
+        let total = "sum(rate(t{a=\"b\"}[{{window}}]))";
         let good = Sli::Ratio {
-            errors:
-                "(sum(rate(t{a=\"b\"}[{{window}}]))) - (sum(rate(t{code!~\"5..\"}[{{window}}])))"
-                    .into(),
-            total: "sum(rate(t{a=\"b\"}[{{window}}]))".into(),
+            errors: good_form_errors(total, "sum(rate(t{code!~\"5..\"}[{{window}}]))"),
+            total: total.into(),
         };
         let q = errors_by(&good, Duration::from_secs(60), &labels).unwrap();
         assert!(

@@ -62,13 +62,11 @@ pub fn test_files(
             if !slo.alerting.alert(window.severity).enabled {
                 continue;
             }
-            {
-                for fires in [true, false] {
-                    add(
-                        window.severity,
-                        window_test(service, slo, &inputs, windows, window, fires),
-                    );
-                }
+            for fires in [true, false] {
+                add(
+                    window.severity,
+                    window_test(service, slo, &inputs, windows, window, fires),
+                );
             }
         }
     }
@@ -159,10 +157,7 @@ impl SyntheticInputs {
                 // passes the picked-out matchers, the other passes total's and fails one
                 // of the picked-out ones.
                 let (metric, total_matchers) = matchers::counter_query(total)?;
-                let (picked_query, picks_errors) = match errors
-                    .strip_prefix(&format!("({total}) - ("))
-                    .and_then(|good| good.strip_suffix(')'))
-                {
+                let (picked_query, picks_errors) = match crate::promql::good_of(errors, total) {
                     Some(good) => (good, false),
                     None => (errors.as_str(), true),
                 };

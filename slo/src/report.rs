@@ -58,8 +58,21 @@ pub fn build(
     let budget = slo.error_budget();
     let period = slo.window.period();
     let error_ratio = measured.period.error_ratio();
-    let remaining = 1.0 - burn_rate(error_ratio, budget);
+    // A calendar period's budget is the whole period's: the burn so far spends it in
+    // proportion to how much of the period has gone.
+    let (gone, length, left) = match measured.calendar {
+        Some(p) => (
+            p.elapsed.as_secs_f64() / p.length.as_secs_f64(),
+            p.length,
+            Some(p.length.saturating_sub(p.elapsed)),
+        ),
+        None => (1.0, period, None),
+    };
+    let remaining = 1.0 - burn_rate(error_ratio, budget) * gone;
     let current_burn = burn_rate(measured.current_ratio, budget);
+    // The budget of a calendar period starts again at its end.
+    let exhaustion = time_to_exhaustion(remaining, current_burn, length)
+        .filter(|t| left.is_none_or(|left| *t <= left));
     let mut firing: Vec<String> = Vec::new();
     let mut paging = false;
     for (window, long, short) in &measured.alert_inputs {
@@ -91,7 +104,7 @@ pub fn build(
         good: measured.period.good,
         total: measured.period.total,
         budget_remaining: remaining,
-        budget_remaining_minutes: remaining.max(0.0) * budget_minutes(budget, period),
+        budget_remaining_minutes: remaining.max(0.0) * budget_minutes(budget, length),
         burn_rates: measured
             .windows
             .iter()
@@ -103,15 +116,10 @@ pub fn build(
             .collect(),
         current_burn,
         firing,
-        exhaustion_seconds: time_to_exhaustion(remaining, current_burn, period)
-            .map(|d| d.as_secs()),
+        exhaustion_seconds: exhaustion.map(|d| d.as_secs()),
         verdict: verdict(remaining, paging, at_risk_below),
         breached: measured.period.sli() < slo.objective,
-        breakdown: offenders(
-            measured.breakdown.clone(),
-            measured.period.total,
-            slo.error_budget(),
-        ),
+        breakdown: offenders(measured.breakdown.clone(), 1.0 - remaining),
         alert_burns: measured
             .alert_inputs
             .iter()
@@ -134,9 +142,11 @@ fn percent(x: f64) -> String {
     format!("{}%", number((x * 100_000.0).round() / 1000.0))
 }
 
+/// When the budget runs out, for the table's "exhausted in" column.
 fn exhaustion(r: &SloReport) -> String {
     match r.exhaustion_seconds {
-        None => "not burning".into(),
+        None if r.current_burn > 0.0 => "not this period".into(),
+        None => "not being spent".into(),
         Some(0) => "exhausted".into(),
         Some(s) => humanize(std::time::Duration::from_secs(s)),
     }
@@ -343,6 +353,9 @@ pub fn html(reports: &[SloReport]) -> String {
 /// The SLO's state as a person would say it.
 fn state(r: &SloReport) -> String {
     let lasting = match r.exhaustion_seconds {
+        None if r.current_burn > 0.0 => {
+            "At the current burn the budget lasts past the end of this period.".to_owned()
+        }
         None => "The budget is not being spent right now.".to_owned(),
         Some(0) => "The budget is spent.".to_owned(),
         Some(s) => format!(
@@ -410,6 +423,7 @@ mod tests {
             windows: vec![("5m".into(), 0.0144), ("1h".into(), 0.0144)],
             current_ratio: 0.0144,
             breakdown: vec![],
+            calendar: None,
             alert_inputs: WORKBOOK_WINDOWS
                 .iter()
                 .map(|w| (*w, 0.0144 * 1.01, 0.0144 * 1.01))
@@ -433,7 +447,12 @@ mod tests {
             "{text}"
         );
         assert!(markdown(std::slice::from_ref(&r)).contains("| 5m | 1.44% | 14.4x |"));
-        assert!(html(std::slice::from_ref(&r)).contains("<svg"));
+        let page = html(std::slice::from_ref(&r));
+        assert!(
+            page.contains("new uPlot("),
+            "the burn chart is drawn by uPlot"
+        );
+        assert!(page.contains("the budget runs out in"), "{page}");
         let parsed: serde_json::Value = serde_json::from_str(&json(&[r])).unwrap();
         assert_eq!(parsed["slos"][0]["verdict"], "at-risk");
     }

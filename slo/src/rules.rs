@@ -85,7 +85,11 @@ fn window_rules(
     select: &str,
     windows: &[AlertWindow],
 ) -> Vec<Value> {
-    let ranges = recorded_ranges(windows);
+    // A rolling period that is also an alert window is recorded once, as the period.
+    let mut ranges = recorded_ranges(windows);
+    if let Window::Rolling(period) = slo.window {
+        ranges.retain(|r| *r != period);
+    }
     let Some(slice) = slo.budgeting.slice() else {
         return ranges
             .into_iter()
@@ -203,12 +207,15 @@ pub fn period_rules(slo: &Slo, labels: &[(String, String)], select: &str) -> Vec
     rules
 }
 
-/// Which week or month an evaluation falls in, in the calendar's zone. PromQL knows only
-/// UTC, so the zone's offset when the rules were generated is added to `time()`: across a
-/// daylight-saving change the boundary is an hour off until the rules are generated again.
+/// Local time in the calendar's zone, as a PromQL scalar (seconds since the epoch as if
+/// the wall clock were UTC).
+fn local_time(calendar: &Calendar) -> String {
+    format!("time() + {}", calendar.offset_expr())
+}
+
+/// Which week or month an evaluation falls in, in the calendar's zone.
 fn calendar_period_id(calendar: &Calendar) -> String {
-    let offset = calendar.utc_offset_seconds(jiff::Timestamp::now());
-    let local = format!("time() + {offset}");
+    let local = local_time(calendar);
     match calendar.unit {
         CalendarUnit::Month => {
             format!("year(vector({local})) * 12 + month(vector({local}))")
@@ -220,16 +227,45 @@ fn calendar_period_id(calendar: &Calendar) -> String {
     }
 }
 
+/// How much of the current week or month has gone by, 0 to 1, as a PromQL scalar.
+fn calendar_elapsed(calendar: &Calendar) -> String {
+    let local = local_time(calendar);
+    match calendar.unit {
+        CalendarUnit::Month => {
+            let v = format!("vector({local})");
+            format!(
+                "scalar(((day_of_month({v}) - 1) * 86400 + hour({v}) * 3600 + minute({v}) * 60) / (days_in_month({v}) * 86400))"
+            )
+        }
+        CalendarUnit::Week => format!(
+            "((({local} - {}) % 604800) / 604800)",
+            calendar.anchor_local_epoch()
+        ),
+    }
+}
+
 /// `slo:time_period:days`: the window's length, or the current month's.
 fn period_days(window: &Window) -> String {
     match window {
         Window::Calendar(c) if c.unit == CalendarUnit::Month => {
-            let offset = c.utc_offset_seconds(jiff::Timestamp::now());
-            format!("days_in_month(vector(time() + {offset}))")
+            format!("days_in_month(vector({}))", local_time(c))
         }
         _ => format!(
             "vector({})",
             number(window.period().as_secs_f64() / 86_400.0)
+        ),
+    }
+}
+
+/// `slo:period_error_budget_remaining:ratio`. A calendar period's budget is the whole
+/// period's: what the burn so far has spent of it grows with the share of the period gone,
+/// so one bad hour on the 1st does not read as a spent month.
+fn budget_remaining(window: &Window, select: &str) -> String {
+    match window {
+        Window::Rolling(_) => format!("1 - slo:period_burn_rate:ratio{select}"),
+        Window::Calendar(c) => format!(
+            "1 - slo:period_burn_rate:ratio{select} * {}",
+            calendar_elapsed(c)
         ),
     }
 }
@@ -278,7 +314,7 @@ pub fn rule_groups(service: &ServiceSlos, windows: &[AlertWindow]) -> Value {
             ),
             record(
                 "slo:period_error_budget_remaining:ratio",
-                format!("1 - slo:period_burn_rate:ratio{select}"),
+                budget_remaining(&slo.window, &select),
                 &labels,
             ),
             info_record(slo, &labels),

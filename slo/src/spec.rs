@@ -207,10 +207,6 @@ impl Alerting {
             (None, crate::math::Severity::Ticket) => "ErrorBudgetBurnTicket".into(),
         }
     }
-
-    pub fn any_enabled(&self) -> bool {
-        self.page.enabled || self.ticket.enabled
-    }
 }
 
 // ---- the native YAML shape -------------------------------------------------------------
@@ -523,6 +519,16 @@ pub fn parse_window(text: &str) -> Result<Window, String> {
         "week" | "calendar-week" => return Ok(Window::Calendar(Calendar::utc(CalendarUnit::Week))),
         _ => {}
     }
+    // `1M` and `1y` read as 30.44 and 365.25 days; a month as the calendar has it is `month`.
+    let units = text.split(|c: char| !c.is_ascii_alphabetic());
+    if units
+        .into_iter()
+        .any(|u| matches!(u, "M" | "month" | "months" | "y" | "year" | "years"))
+    {
+        return Err(format!(
+            "window {text} has no fixed length; write `month` for calendar months or days, e.g. 30d"
+        ));
+    }
     let duration = parse_duration(text)?;
     if duration < Duration::from_secs(3600) {
         return Err(format!(
@@ -533,9 +539,15 @@ pub fn parse_window(text: &str) -> Result<Window, String> {
 }
 
 /// A positive duration in sloop's one grammar (`5m`, `6h`, `30d`), its error as text for
-/// spec messages.
+/// spec messages. Whole seconds only: Prometheus ranges and `for:` are written in them.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    sloop_duration::parse_positive(text).map_err(|e| e.to_string())
+    let duration = sloop_duration::parse_positive(text).map_err(|e| e.to_string())?;
+    if duration.subsec_nanos() != 0 {
+        return Err(format!(
+            "`{text}` is not a whole number of seconds; Prometheus ranges are, e.g. 30s or 5m"
+        ));
+    }
+    Ok(duration)
 }
 
 /// Formats a duration the way Prometheus writes ranges: `5m`, `1h`, `30d`.
@@ -693,6 +705,13 @@ slos:
         assert_eq!(prom_duration(Duration::from_secs(90)), "90s");
         assert!(parse_duration("0m").is_err());
         assert!(parse_window("10m").is_err());
+        assert!(parse_window("1M").unwrap_err().contains("`month`"));
+        assert!(parse_window("30days").is_ok());
+        assert!(
+            parse_duration("1500ms")
+                .unwrap_err()
+                .contains("whole number of seconds")
+        );
         assert_eq!(
             parse_window("month"),
             Ok(Window::Calendar(Calendar::utc(CalendarUnit::Month)))

@@ -55,7 +55,7 @@ fn every_sloth_example_reads_or_says_why_not() {
     let (ok, text) = validate(&fixture("plugin-getting-started.yml"));
     assert!(!ok);
     assert!(
-        text.contains("plugin-getting-started.yml:9: slos[requests-availability].sli.plugin")
+        text.contains("plugin-getting-started.yml:13: slos[requests-availability].sli.plugin")
             && text.contains("Go code"),
         "{text}"
     );

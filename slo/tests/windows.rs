@@ -75,6 +75,59 @@ fn a_calendar_month_starts_again_on_the_first() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[test]
+fn a_calendar_week_starts_on_its_zones_clock() {
+    // OpenSLO weeks from Saturday noon in New York: in 1970 (promtool's time zero) one
+    // starts on January 3rd at 17:00 UTC (65h), five hours after noon UTC (60h).
+    let dir = tempdir();
+    let path = dir.join("shop.yaml");
+    std::fs::write(
+        &path,
+        r#"apiVersion: openslo/v1
+kind: SLO
+metadata: { name: availability }
+spec:
+  service: shop
+  indicator:
+    metadata: { name: errors }
+    spec:
+      ratioMetric:
+        bad: { metricSource: { type: Prometheus, spec: { query: 'sum(rate(http_server_requests_total{status="500"}[{{window}}]))' } } }
+        total: { metricSource: { type: Prometheus, spec: { query: 'sum(rate(http_server_requests_total[{{window}}]))' } } }
+  timeWindow:
+    - duration: 1w
+      calendar: { startTime: "2022-01-01 12:00:00", timeZone: America/New_York }
+  budgetingMethod: Occurrences
+  objectives: [ { target: 0.99 } ]
+"#,
+    )
+    .unwrap();
+    let rules = generate(&path);
+    let _ = std::fs::remove_dir_all(dir);
+    // 10 % fail until 63h50m: after noon UTC, before the New York week ends.
+    let failing = 63 * 60 + 50;
+    let good = format!("0+90x{failing} {}+100x200", 90 * failing + 100);
+    let bad = format!("0+10x{failing} {}+0x200", 10 * failing);
+    let ratio = format!("round(slo:sli_error:ratio_rate7d{{{SLO_LABELS}}} * 1000)");
+    let labels = format!("{{{SLO_LABELS},sloth_window=\"7d\"}}");
+    let at = |time: &str, value: f64| json!({ "expr": ratio, "eval_time": time, "exp_samples": [{ "labels": labels, "value": value }] });
+    let test = json!({
+        "rule_files": ["shop.rules.yml"],
+        "evaluation_interval": "10m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                { "series": "http_server_requests_total{status=\"200\"}", "values": good },
+                { "series": "http_server_requests_total{status=\"500\"}", "values": bad },
+            ],
+            // Still the week of the failures at 64h30m; a new week, with none, at 66h.
+            "promql_expr_test": [at("64h30m", 100.0), at("66h", 0.0)],
+        }],
+    });
+    promtool_test(&rules, &test);
+    let _ = std::fs::remove_dir_all(rules);
+}
+
 /// 100 requests a minute for two hours, sampled every 15s; in six minutes 10 % fail, in the
 /// rest 2 %. Returns the error and total counter values.
 fn two_hours_with_six_bad_minutes() -> (String, String) {

@@ -126,12 +126,14 @@ impl Reader<'_> {
         };
         let start = value.referenced.line() as usize;
         let key = format!("{field}:");
-        (start.saturating_sub(3).max(1)..=start)
+        let quoted = format!("\"{field}\":");
+        (object.line.max(1) as usize..=start)
             .rev()
             .find(|&l| {
-                self.lines
-                    .get(l - 1)
-                    .is_some_and(|text| text.trim_start().starts_with(&key))
+                self.lines.get(l - 1).is_some_and(|text| {
+                    let text = text.trim_start();
+                    text.starts_with(&key) || text.starts_with(&quoted)
+                })
             })
             .unwrap_or(start) as u64
     }
@@ -311,7 +313,7 @@ impl Reader<'_> {
         let calendar = &window["calendar"];
         let rolling = window["isRolling"].as_bool().unwrap_or(calendar.is_null());
         if rolling {
-            let seconds = count * unit_seconds(unit);
+            let seconds = count.saturating_mul(unit_seconds(unit));
             if seconds < 3600 {
                 return Err(invalid(format!(
                     "a rolling window of {duration} is shorter than an hour; SLO windows are days, e.g. 28d"
@@ -372,7 +374,9 @@ impl Reader<'_> {
             };
             let (count, unit) =
                 openslo_duration(&text).map_err(|m| self.invalid(line, field, m))?;
-            Ok(Duration::from_secs(count * unit_seconds(unit)))
+            Ok(Duration::from_secs(
+                count.saturating_mul(unit_seconds(unit)),
+            ))
         };
         match method {
             "Occurrences" => Ok(Budgeting::Occurrences),
@@ -479,7 +483,7 @@ fn openslo_sli(indicator: &Indicator, objective: &Value) -> Result<Sli, String> 
         if ratio["good"].is_object() {
             let good = indicator.query(&ratio["good"], counter)?;
             return Ok(Sli::Ratio {
-                errors: format!("({total}) - ({good})"),
+                errors: crate::promql::good_form_errors(&total, &good),
                 total,
             });
         }

@@ -52,7 +52,7 @@ struct SlothSlo {
     description: String,
     #[serde(default, deserialize_with = "label_values")]
     labels: BTreeMap<String, String>,
-    sli: SlothSli,
+    sli: Spanned<SlothSli>,
     #[serde(default)]
     alerting: Option<SlothAlerting>,
     #[serde(default)]
@@ -141,21 +141,21 @@ fn sloth_service(path: &Path, file: SlothFile) -> Result<ServiceSlos, SpecError>
     let mut notes = plugin_notes(file.slo_plugins.as_ref(), &file.service);
     let mut slos = Vec::new();
     for s in file.slos {
-        let line = s.name.referenced.line();
         let name = s.name.value.clone();
         let field = |f: &str| format!("slos[{name}].{f}");
         notes.extend(plugin_notes(
             s.plugins.as_ref(),
             &format!("{}/{name}", file.service),
         ));
-        let sli = match (&s.sli.events, &s.sli.raw, &s.sli.plugin) {
+        let sli_line = s.sli.referenced.line();
+        let sli = match (&s.sli.value.events, &s.sli.value.raw, &s.sli.value.plugin) {
             (Some(events), _, _) => Sli::Ratio {
                 errors: window_template(&events.error_query),
                 total: window_template(&events.total_query),
             },
             (None, Some(_), _) => {
                 return Err(SpecError::Invalid {
-                    at: at(line, field("sli.raw")),
+                    at: at(sli_line, field("sli.raw")),
                     message: "a raw SLI (error_ratio_query) has no event counts to budget \
                               with; write it as `events` with error_query and total_query"
                         .into(),
@@ -163,7 +163,7 @@ fn sloth_service(path: &Path, file: SlothFile) -> Result<ServiceSlos, SpecError>
             }
             _ => {
                 return Err(SpecError::Invalid {
-                    at: at(line, field("sli.plugin")),
+                    at: at(sli_line, field("sli.plugin")),
                     message: "Sloth SLI plugins are Go code sloop cannot run; write the SLI as \
                               `events` with the error_query and total_query the plugin builds"
                         .into(),
