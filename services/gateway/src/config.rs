@@ -378,7 +378,7 @@ mod tests {
         let err = GatewayConfig::parse("g.yaml", &bad)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("timeout") && err.contains("10s"), "{err}");
+        assert!(err.contains("timeout") && err.contains("30s"), "{err}");
         let err = GatewayConfig::parse("g.yaml", "routes: [")
             .unwrap_err()
             .to_string();
