@@ -51,6 +51,9 @@ pub struct Measured {
     pub breakdown: Vec<Group>,
     /// For a calendar window: how far into the current week or month, and its length.
     pub calendar: Option<CalendarProgress>,
+    /// The error ratio over 1h, every 15m for the last day, as (hours before now, ratio);
+    /// empty when the source has no history.
+    pub history: Vec<(f64, f64)>,
 }
 
 /// How far a calendar period has gone.
@@ -118,6 +121,7 @@ impl LoadTestResult {
             // A load test's result counts requests per scenario step, not per route.
             breakdown: Vec::new(),
             calendar: None,
+            history: Vec::new(),
         })
     }
 }
@@ -137,6 +141,17 @@ impl Prometheus {
             client: http_client(Duration::from_secs(30)),
             at: unix_now(),
         }
+    }
+
+    /// The 1h error ratio every 15m over the last day, as (hours before now, ratio).
+    fn history(&self, sli: &Sli) -> Result<Vec<(f64, f64)>, SourceError> {
+        const DAY: f64 = 86_400.0;
+        let query = error_ratio(sli, Duration::from_secs(3600));
+        let points = self.points(&query, self.at - DAY, self.at, Duration::from_secs(900))?;
+        Ok(points
+            .into_iter()
+            .map(|(t, ratio)| ((t - self.at) / 3600.0, ratio))
+            .collect())
     }
 
     /// Every series of `query` at this source's instant, as its labels and value.
@@ -317,6 +332,7 @@ impl Prometheus {
                 None => Vec::new(),
             },
             calendar,
+            history: self.history(&slo.sli)?,
         })
     }
 }
@@ -417,6 +433,7 @@ impl Scrapes {
                 .collect(),
             breakdown: errors_in_groups(&self.second, slo)?,
             calendar: None,
+            history: Vec::new(),
         })
     }
 }

@@ -257,6 +257,7 @@ mod tests {
             current_ratio: 0.0288,
             breakdown: vec![],
             calendar: None,
+            history: vec![],
             alert_inputs: WORKBOOK_WINDOWS.iter().map(|w| (*w, 0.0, 0.0)).collect(),
         };
         let text = explain(

@@ -40,6 +40,9 @@ pub struct SloReport {
     pub breakdown: Vec<Offender>,
     /// Each alert window pair's burn threshold, e.g. ("page: 1h and 5m", 14.4).
     pub alert_burns: Vec<(String, f64)>,
+    /// The 1h burn rate over the last day, as (hours before the report, burn); empty
+    /// unless read from Prometheus.
+    pub history: Vec<(f64, f64)>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -120,6 +123,11 @@ pub fn build(
         verdict: verdict(remaining, paging, at_risk_below),
         breached: measured.period.sli() < slo.objective,
         breakdown: offenders(measured.breakdown.clone(), 1.0 - remaining),
+        history: measured
+            .history
+            .iter()
+            .map(|(hours, ratio)| (*hours, burn_rate(*ratio, slo.error_budget())))
+            .collect(),
         alert_burns: measured
             .alert_inputs
             .iter()
@@ -329,6 +337,19 @@ pub fn html(reports: &[SloReport]) -> String {
             chart = chart.threshold(*burn, label);
         }
         page.chart(chart);
+        if !r.history.is_empty() {
+            let mut over_time = Chart::new(
+                "Burn rate over the last day (1h window)",
+                "hours before this report",
+                "burn rate (1 = budget lasts the period)",
+            )
+            .series("1h burn", &r.history);
+            // The thresholds that read the 1h window: the fast page pair's.
+            for (label, burn) in r.alert_burns.iter().filter(|(l, _)| l.contains(": 1h ")) {
+                over_time = over_time.threshold(*burn, label);
+            }
+            page.chart(over_time);
+        }
         if !r.breakdown.is_empty() {
             page.paragraph(&format!("What burned the budget ({}):", r.measured_over));
             page.table(
@@ -424,6 +445,7 @@ mod tests {
             current_ratio: 0.0144,
             breakdown: vec![],
             calendar: None,
+            history: vec![],
             alert_inputs: WORKBOOK_WINDOWS
                 .iter()
                 .map(|w| (*w, 0.0144 * 1.01, 0.0144 * 1.01))

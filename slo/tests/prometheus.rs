@@ -78,6 +78,29 @@ async fn report_from_prometheus_matches_the_traffic() {
     );
     assert_eq!(a["firing"], serde_json::json!([]));
     assert_eq!(a["verdict"], "ok");
+    // The last day's 1h burn, every 15m: 0 before the traffic, 0.5 at the end.
+    let history = a["history"].as_array().unwrap();
+    assert!(history.len() >= 96, "{a}");
+    assert!(close(&history.last().unwrap()[1], 0.5, 1e-6), "{a}");
+    assert!(close(&history[0][1], 0.0, 1e-12), "{a}");
+    // As HTML, with the burn over the day drawn, it fits a laptop screen.
+    let html = std::process::Command::new(env!("CARGO_BIN_EXE_slo"))
+        .current_dir(repo())
+        .args([
+            "report",
+            "slos",
+            "--format",
+            "html",
+            "--prometheus",
+            &prometheus.url,
+        ])
+        .output()
+        .unwrap();
+    let html = String::from_utf8(html.stdout).unwrap();
+    assert!(html.contains("Burn rate over the last day"), "{html}");
+    let problems =
+        report_kit::browser::layout_problems(&html, report_kit::browser::LAYOUT_WIDTH).unwrap();
+    assert!(problems.is_empty(), "the report's layout: {problems:#?}");
 
     let l = slo(&report, "user-requests-latency");
     assert!(close(&l["sli"], 1.0 - latency_ratio, 1e-9), "{l}");
