@@ -31,7 +31,12 @@ pub fn explain(
         out,
         "\nPromQL of each window (error ratio; 0, not NaN, without traffic)"
     );
-    for range in recorded_ranges(windows) {
+    // A rolling period that is also an alert window is listed once, as the period below.
+    let period = slo.window.period();
+    for range in recorded_ranges(windows)
+        .into_iter()
+        .filter(|r| *r != period || !matches!(slo.window, Window::Rolling(_)))
+    {
         let query = error_ratio(&slo.sli, range).replace('\n', " ");
         let _ = writeln!(out, "  {:>4}  {query}", prom_duration(range));
     }

@@ -30,6 +30,37 @@ fn promtool_test(dir: &Path, test: &Value) {
     assert!(run(command).contains("SUCCESS"));
 }
 
+/// One expected sample of a promtool `promql_expr_test`.
+fn sample(expr: &str, at: &str, labels: &str, value: f64) -> Value {
+    json!({ "expr": expr, "eval_time": at, "exp_samples": [{ "labels": labels, "value": value }] })
+}
+
+/// 100 requests a minute (series labelled `labels` plus status) of which 10 % fail for
+/// `minutes`, then none for two hours more.
+fn failing_until(minutes: u64, labels: &str) -> Vec<Value> {
+    let good = format!("0+90x{minutes} {}+100x200", 90 * minutes + 100);
+    let bad = format!("0+10x{minutes} {}+0x200", 10 * minutes);
+    vec![
+        json!({ "series": format!("http_server_requests_total{{{labels}status=\"200\"}}"), "values": good }),
+        json!({ "series": format!("http_server_requests_total{{{labels}status=\"500\"}}"), "values": bad }),
+    ]
+}
+
+/// A promtool test file over `shop.rules.yml`: one test of `input_series` sampled every
+/// `interval`, checked by `checks`, with rules evaluated every `evaluation_interval`.
+fn test_file(
+    evaluation_interval: &str,
+    interval: &str,
+    input_series: Vec<Value>,
+    checks: Vec<Value>,
+) -> Value {
+    json!({
+        "rule_files": ["shop.rules.yml"],
+        "evaluation_interval": evaluation_interval,
+        "tests": [{ "interval": interval, "input_series": input_series, "promql_expr_test": checks }],
+    })
+}
+
 /// The labels every recording of the SLO `shop-availability` carries, without its name.
 const SLO_LABELS: &str =
     r#"sloth_id="shop-availability",sloth_service="shop",sloth_slo="availability""#;
@@ -41,36 +72,27 @@ fn a_calendar_month_starts_again_on_the_first() {
     );
     // One request a second... 100 a minute from 1970-01-01 (promtool's time zero): 10 % fail
     // until 23:50 on January 31st (743h50m), none after. February 1st is at 744h.
-    let jan_minutes = 743 * 60 + 50;
-    let good = format!("0+90x{jan_minutes} {}+100x120", 90 * jan_minutes + 100);
-    let bad = format!("0+10x{jan_minutes} {}+0x120", 10 * jan_minutes);
-    let sample = |expr: &str, at: &str, labels: &str, value: f64| json!({ "expr": expr, "eval_time": at, "exp_samples": [{ "labels": labels, "value": value }] });
+    let series = failing_until(743 * 60 + 50, "service=\"shop\",");
     let ratio = format!("round(slo:sli_error:ratio_rate30d{{{SLO_LABELS}}} * 1000)");
     let ratio_labels = format!("{{{SLO_LABELS},sloth_window=\"30d\"}}");
     let days = format!("slo:time_period:days{{{SLO_LABELS}}}");
     let days_labels = format!("slo:time_period:days{{{SLO_LABELS}}}");
     let remaining = format!("slo:period_error_budget_remaining:ratio{{{SLO_LABELS}}}");
     let remaining_labels = format!("slo:period_error_budget_remaining:ratio{{{SLO_LABELS}}}");
-    let test = json!({
-        "rule_files": ["shop.rules.yml"],
-        "evaluation_interval": "10m",
-        "tests": [{
-            "interval": "1m",
-            "input_series": [
-                { "series": "http_server_requests_total{service=\"shop\",status=\"200\"}", "values": good },
-                { "series": "http_server_requests_total{service=\"shop\",status=\"500\"}", "values": bad },
-            ],
-            "promql_expr_test": [
-                // January 31st, 23:00: the month so far failed 10 % of requests.
-                sample(&ratio, "743h", &ratio_labels, 100.0),
-                sample(&days, "743h", &days_labels, 31.0),
-                // February 1st, 01:00: a new month, nothing has failed in it.
-                sample(&ratio, "745h", &ratio_labels, 0.0),
-                sample(&remaining, "745h", &remaining_labels, 1.0),
-                sample(&days, "745h", &days_labels, 28.0),
-            ],
-        }],
-    });
+    let test = test_file(
+        "10m",
+        "1m",
+        series,
+        vec![
+            // January 31st, 23:00: the month so far failed 10 % of requests.
+            sample(&ratio, "743h", &ratio_labels, 100.0),
+            sample(&days, "743h", &days_labels, 31.0),
+            // February 1st, 01:00: a new month, nothing has failed in it.
+            sample(&ratio, "745h", &ratio_labels, 0.0),
+            sample(&remaining, "745h", &remaining_labels, 1.0),
+            sample(&days, "745h", &days_labels, 28.0),
+        ],
+    );
     promtool_test(&dir, &test);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -105,27 +127,19 @@ spec:
     let rules = generate(&path);
     let _ = std::fs::remove_dir_all(dir);
     // 10 % fail until 63h50m: after noon UTC, before the New York week ends.
-    let failing = 63 * 60 + 50;
-    let good = format!("0+90x{failing} {}+100x200", 90 * failing + 100);
-    let bad = format!("0+10x{failing} {}+0x200", 10 * failing);
+    let series = failing_until(63 * 60 + 50, "");
     let ratio = format!("round(slo:sli_error:ratio_rate7d{{{SLO_LABELS}}} * 1000)");
     let labels = format!("{{{SLO_LABELS},sloth_window=\"7d\"}}");
-    let at = |time: &str, value: f64| json!({ "expr": ratio, "eval_time": time, "exp_samples": [{ "labels": labels, "value": value }] });
-    let test = json!({
-        "rule_files": ["shop.rules.yml"],
-        "evaluation_interval": "10m",
-        "tests": [{
-            "interval": "1m",
-            "input_series": [
-                { "series": "http_server_requests_total{status=\"200\"}", "values": good },
-                { "series": "http_server_requests_total{status=\"500\"}", "values": bad },
-            ],
-            // Still the week of the failures at 64h30m: 383 evaluations at 10 % and four
-            // clean since 63h50m give 9.9 % (a week from noon UTC would hold 24 and give
-            // 8.6 %); a new week, with none, at 66h.
-            "promql_expr_test": [at("64h30m", 99.0), at("66h", 0.0)],
-        }],
-    });
+    let at = |time: &str, value: f64| sample(&ratio, time, &labels, value);
+    let test = test_file(
+        "10m",
+        "1m",
+        series,
+        // Still the week of the failures at 64h30m: 383 evaluations at 10 % and four
+        // clean since 63h50m give 9.9 % (a week from noon UTC would hold 24 and give
+        // 8.6 %); a new week, with none, at 66h.
+        vec![at("64h30m", 99.0), at("66h", 0.0)],
+    );
     promtool_test(&rules, &test);
     let _ = std::fs::remove_dir_all(rules);
 }
@@ -157,22 +171,20 @@ fn slice_spec(budgeting: &str) -> String {
 
 fn slice_test(expected_ratio_e4: f64) -> Value {
     let (errors, total) = two_hours_with_six_bad_minutes();
-    json!({
-        "rule_files": ["shop.rules.yml"],
-        "evaluation_interval": "1m",
-        "tests": [{
-            "interval": "15s",
-            "input_series": [
-                { "series": "requests_failed_total", "values": errors },
-                { "series": "requests_total", "values": total },
-            ],
-            "promql_expr_test": [{
-                "expr": format!("round(slo:sli_error:ratio_rate30d{{{SLO_LABELS}}} * 10000)"),
-                "eval_time": "120m",
-                "exp_samples": [{ "labels": format!("{{{SLO_LABELS},sloth_window=\"30d\"}}"), "value": expected_ratio_e4 }],
-            }],
-        }],
-    })
+    test_file(
+        "1m",
+        "15s",
+        vec![
+            json!({ "series": "requests_failed_total", "values": errors }),
+            json!({ "series": "requests_total", "values": total }),
+        ],
+        vec![sample(
+            &format!("round(slo:sli_error:ratio_rate30d{{{SLO_LABELS}}} * 10000)"),
+            "120m",
+            &format!("{{{SLO_LABELS},sloth_window=\"30d\"}}"),
+            expected_ratio_e4,
+        )],
+    )
 }
 
 #[test]
