@@ -21,7 +21,7 @@ impl Handler for UserEvents {
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
             if event.kind == events::STATUS_CHANGED.name {
-                let data: events::UserStatusChanged = decode(event, events::STATUS_CHANGED)?;
+                let data: events::UserStatusChanged = event.decode(events::STATUS_CHANGED)?;
                 let status = match data.status {
                     events::UserStatus::Active => AccountStatus::Active,
                     events::UserStatus::Suspended => AccountStatus::Suspended,
@@ -36,7 +36,7 @@ impl Handler for UserEvents {
                     tracing::info!(user_id = %data.id, status = status.as_str(), changed, revoked, "account blocked");
                 }
             } else if event.kind == events::UPDATED.name {
-                let data: events::UserUpdated = decode(event, events::UPDATED)?;
+                let data: events::UserUpdated = event.decode(events::UPDATED)?;
                 store::apply_email(tx, &data.id, &data.email, data.version, now_millis())
                     .await
                     .map_err(retry)?;
@@ -44,23 +44,6 @@ impl Handler for UserEvents {
             Ok(())
         })
     }
-}
-
-/// The payload of a known event type; a version this code does not know is rejected (and
-/// dead-lettered) rather than misread.
-fn decode<T: serde::de::DeserializeOwned>(
-    event: &Event,
-    kind: sloop_kit::EventType,
-) -> Result<T, HandlerError> {
-    if !event.is(kind) {
-        return Err(HandlerError::Reject(format!(
-            "{} schema version {} is not {}",
-            event.kind, event.schema_version, kind.version
-        )));
-    }
-    event
-        .data_as()
-        .map_err(|e| HandlerError::Reject(format!("{} data does not parse: {e}", event.kind)))
 }
 
 fn retry(err: StoreError) -> HandlerError {

@@ -44,6 +44,24 @@ impl From<crate::outbox::OutboxError> for HandlerError {
     }
 }
 
+impl Event {
+    /// The payload of an event of `kind`. A schema version this code does not know, or data
+    /// that does not parse, is rejected (and dead-lettered) rather than misread.
+    pub fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        kind: crate::event::EventType,
+    ) -> Result<T, HandlerError> {
+        if !self.is(kind) {
+            return Err(HandlerError::Reject(format!(
+                "{} schema version {} is not {}",
+                self.kind, self.schema_version, kind.version
+            )));
+        }
+        self.data_as()
+            .map_err(|e| HandlerError::Reject(format!("{} data does not parse: {e}", self.kind)))
+    }
+}
+
 /// Applies events to a service's state. `tx` is the transaction the event's id is recorded
 /// in: write through it, and the change and the record commit together or not at all.
 /// Events of kinds the handler does not care about should return `Ok(())`.

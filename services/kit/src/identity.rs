@@ -78,6 +78,19 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MaybeCaller(pub Option<Caller>);
 
+impl MaybeCaller {
+    /// Through the gateway only an admin may do `what`; calls between services carry no
+    /// caller and are trusted.
+    pub fn require_admin(&self, what: &str) -> Result<(), Problem> {
+        match &self.0 {
+            Some(caller) if !caller.is_admin() => {
+                Err(Problem::forbidden(format!("only an admin may {what}")))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for MaybeCaller {
     type Rejection = std::convert::Infallible;
 

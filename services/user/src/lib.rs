@@ -98,15 +98,6 @@ fn require_self_or_admin(caller: &MaybeCaller, id: &str) -> Result<(), Problem> 
     }
 }
 
-fn require_admin(caller: &MaybeCaller, what: &str) -> Result<(), Problem> {
-    match &caller.0 {
-        Some(caller) if !caller.is_admin() => {
-            Err(Problem::forbidden(format!("only an admin may {what}")))
-        }
-        _ => Ok(()),
-    }
-}
-
 fn new_user(id: String, input: &NewUser) -> Result<User, Problem> {
     let email = validate::email(&input.email).map_err(Problem::validation)?;
     let name = validate::display_name(&input.name).map_err(Problem::validation)?;
@@ -143,10 +134,7 @@ async fn create_user(
     caller: MaybeCaller,
     Json(input): Json<NewUser>,
 ) -> Result<(StatusCode, HeaderMap, Json<User>), Problem> {
-    require_admin(
-        &caller,
-        "create accounts directly; sign up through /auth/register",
-    )?;
+    caller.require_admin("create accounts directly; sign up through /auth/register")?;
     let user = new_user(uuid::Uuid::now_v7().to_string(), &input)?;
     store::insert(&state.db, &state.outbox, &user).await?;
     tracing::info!(user_id = %user.id, "user created");
@@ -171,10 +159,7 @@ async fn put_user(
     Path(id): Path<String>,
     Json(input): Json<NewUser>,
 ) -> Result<(StatusCode, HeaderMap, Json<User>), Problem> {
-    require_admin(
-        &caller,
-        "create accounts directly; sign up through /auth/register",
-    )?;
+    caller.require_admin("create accounts directly; sign up through /auth/register")?;
     let id = parse_id(&id)?;
     let user = new_user(id, &input)?;
     let status = match store::insert(&state.db, &state.outbox, &user).await? {
@@ -274,7 +259,7 @@ async fn change_status(
     Json(change): Json<StatusChange>,
 ) -> Result<Json<User>, Problem> {
     let id = parse_id(&id)?;
-    require_admin(&caller, "suspend, reactivate or delete accounts")?;
+    caller.require_admin("suspend, reactivate or delete accounts")?;
     let user = store::update(&state.db, &state.outbox, &id, &now_rfc3339(), |user| {
         if !user.status.can_become(change.status) {
             return Err(StoreError::Deleted(user.id.clone()));
@@ -300,7 +285,7 @@ async fn list_users(
     caller: MaybeCaller,
     Query(params): Query<ListParams>,
 ) -> Result<Json<UserPage>, Problem> {
-    require_admin(&caller, "list accounts")?;
+    caller.require_admin("list accounts")?;
     let limit = params.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(Problem::bad_request(format!(
