@@ -42,6 +42,7 @@ pub fn service(config: GatewayConfig) -> Service {
     let for_worker = gateway.clone();
     let for_readiness = gateway.clone();
     Service::new(NAME, PORT)
+        .metrics(metrics::describe)
         .worker("jwks-refresh", move |_, stop| async move {
             for_worker.0.verifier.keep_fresh(JWKS_REFRESH, stop).await;
         })
@@ -69,7 +70,6 @@ struct Inner {
 
 impl Gateway {
     fn new(config: GatewayConfig) -> Self {
-        metrics::describe();
         let targets = config
             .upstreams
             .iter()

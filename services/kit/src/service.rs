@@ -79,6 +79,7 @@ pub struct Service {
     api: Option<ApiFn>,
     openapi: Option<OpenApi>,
     relay: RelaySettings,
+    describe_metrics: Vec<fn()>,
 }
 
 impl std::fmt::Debug for Service {
@@ -116,6 +117,7 @@ impl Service {
             api: None,
             openapi: None,
             relay: RelaySettings::default(),
+            describe_metrics: Vec::new(),
         }
     }
 
@@ -188,6 +190,14 @@ impl Service {
         self
     }
 
+    /// Gives the service's own metrics their help text. It runs at start, once the metrics
+    /// recorder is installed: descriptions given before that are lost, and promtool then
+    /// rejects the exposition for missing help.
+    pub fn metrics(mut self, describe: fn()) -> Self {
+        self.describe_metrics.push(describe);
+        self
+    }
+
     pub fn relay_settings(mut self, settings: RelaySettings) -> Self {
         self.relay = settings;
         self
@@ -210,6 +220,10 @@ impl Service {
     /// workers. Telemetry must already be initialised (see [`run`]).
     pub async fn start(self, settings: Settings) -> Result<Running, StartError> {
         let name = self.name;
+        telemetry::metrics::install();
+        for describe in &self.describe_metrics {
+            describe();
+        }
         let chaos = settings
             .chaos
             .resolve(name)

@@ -8,7 +8,7 @@ use sloop_events::Money;
 use sloop_events::store as store_events;
 use sloop_events::user as user_events;
 use sloop_kit::clock::{now_millis, now_rfc3339};
-use sloop_kit::{Event, EventType, Handler, HandlerError, Tx};
+use sloop_kit::{Event, Handler, HandlerError, Tx};
 
 use crate::model::Kind;
 use crate::store::{self, Draft};
@@ -45,7 +45,7 @@ impl Handler for Notify {
 /// The notification `event` calls for; `None` for events that call for none.
 fn draft(event: &Event) -> Result<Option<Draft>, HandlerError> {
     let draft = if event.kind == user_events::CREATED.name {
-        let data: user_events::UserCreated = decode(event, user_events::CREATED)?;
+        let data: user_events::UserCreated = event.decode(user_events::CREATED)?;
         Draft {
             user_id: data.id,
             kind: Kind::Welcome,
@@ -58,7 +58,7 @@ fn draft(event: &Event) -> Result<Option<Draft>, HandlerError> {
             source_event_id: event.id.clone(),
         }
     } else if event.kind == store_events::ORDER_CONFIRMED.name {
-        let data: store_events::OrderConfirmed = decode(event, store_events::ORDER_CONFIRMED)?;
+        let data: store_events::OrderConfirmed = event.decode(store_events::ORDER_CONFIRMED)?;
         Draft {
             user_id: data.user_id,
             kind: Kind::OrderConfirmed,
@@ -72,7 +72,7 @@ fn draft(event: &Event) -> Result<Option<Draft>, HandlerError> {
             source_event_id: event.id.clone(),
         }
     } else if event.kind == store_events::ORDER_CANCELLED.name {
-        let data: store_events::OrderCancelled = decode(event, store_events::ORDER_CANCELLED)?;
+        let data: store_events::OrderCancelled = event.decode(store_events::ORDER_CANCELLED)?;
         Draft {
             user_id: data.user_id,
             kind: Kind::OrderCancelled,
@@ -90,23 +90,6 @@ fn draft(event: &Event) -> Result<Option<Draft>, HandlerError> {
         return Ok(None);
     };
     Ok(Some(draft))
-}
-
-/// The payload of a known event type; a version this code does not know is rejected (and
-/// dead-lettered) rather than misread.
-fn decode<T: serde::de::DeserializeOwned>(
-    event: &Event,
-    kind: EventType,
-) -> Result<T, HandlerError> {
-    if !event.is(kind) {
-        return Err(HandlerError::Reject(format!(
-            "{} schema version {} is not {}",
-            event.kind, event.schema_version, kind.version
-        )));
-    }
-    event
-        .data_as()
-        .map_err(|e| HandlerError::Reject(format!("{} data does not parse: {e}", event.kind)))
 }
 
 /// Currencies whose minor unit is the major one (ISO 4217 exponent 0).

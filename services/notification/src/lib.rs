@@ -72,7 +72,6 @@ impl NotificationSettings {
 /// The notification service, described once for `sloop-notification`, the platform binary
 /// and tests.
 pub fn service(settings: NotificationSettings) -> Service {
-    metrics::describe();
     let senders = Arc::new(Senders::new(
         NAME,
         settings.email,
@@ -81,6 +80,7 @@ pub fn service(settings: NotificationSettings) -> Service {
     ));
     Service::new(NAME, PORT)
         .database(&MIGRATIONS)
+        .metrics(metrics::describe)
         .consumes(NAME, |_| {
             Consumer::new(NAME, &events::TOPICS, events::Notify)
         })

@@ -3,17 +3,14 @@
 
 /// Delivery attempts by `channel` and `outcome`: `sent`, `retried` (failed, due again
 /// later) or `failed` (failed its last attempt and was given up).
-pub const DELIVERIES: &str = "sloop_notification_deliveries_total";
+pub const DELIVERIES: &str = "notification_deliveries_total";
 /// Time one simulated send took, by `channel`, failures included.
 pub use crate::senders::DELIVERY_DURATION;
 /// Deliveries being sent right now by this instance.
-pub const IN_FLIGHT: &str = "sloop_notification_deliveries_in_flight";
+pub const IN_FLIGHT: &str = "notification_deliveries_in_flight";
 
-/// Gives the metrics their help text. Descriptions go to the recorder installed at the
-/// time, and `service()` runs before `sloop_kit::run` sets up telemetry, so this installs
-/// the process-wide recorder first (installing is idempotent; telemetry reuses it).
+/// Gives the metrics their help text (the kit runs it at start, see `Service::metrics`).
 pub fn describe() {
-    telemetry::metrics::install();
     metrics::describe_counter!(
         DELIVERIES,
         "Delivery attempts by channel and outcome: sent, retried (due again later) or failed (given up)."

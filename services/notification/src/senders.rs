@@ -8,8 +8,8 @@ use metrics::histogram;
 
 use crate::model::Channel;
 
-/// Time spent "sending", by channel: `sloop_notification_delivery_duration_seconds`.
-pub const DELIVERY_DURATION: &str = "sloop_notification_delivery_duration_seconds";
+/// Time spent "sending", by channel: `notification_delivery_duration_seconds`.
+pub const DELIVERY_DURATION: &str = "notification_delivery_duration_seconds";
 
 /// How one channel's simulated provider behaves and how hard the worker tries it.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -550,22 +550,22 @@ async fn failing_sms_is_retried_then_given_up_while_email_and_push_go_out(backen
     let body = app.get("/metrics").await.assert_status(200).text();
     for needle in [
         [
-            "sloop_notification_deliveries_total{",
+            "notification_deliveries_total{",
             "channel=\"sms\"",
             "outcome=\"retried\"",
         ],
         [
-            "sloop_notification_deliveries_total{",
+            "notification_deliveries_total{",
             "channel=\"sms\"",
             "outcome=\"failed\"",
         ],
         [
-            "sloop_notification_deliveries_total{",
+            "notification_deliveries_total{",
             "channel=\"email\"",
             "outcome=\"sent\"",
         ],
         [
-            "sloop_notification_delivery_duration_seconds_bucket{",
+            "notification_delivery_duration_seconds_bucket{",
             "channel=\"push\"",
             "service=\"notification\"",
         ],

@@ -25,7 +25,7 @@ async fn delivery_metrics_pass_promtool() {
     app.memory_bus().publish(event.to_message());
 
     let wanted = [
-        "sloop_notification_deliveries_total{",
+        "notification_deliveries_total{",
         "channel=\"email\"",
         "outcome=\"sent\"",
     ];
@@ -42,9 +42,9 @@ async fn delivery_metrics_pass_promtool() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     for needle in [
-        "sloop_notification_delivery_duration_seconds_bucket{",
-        "sloop_notification_deliveries_in_flight{service=\"notification\"}",
-        "# TYPE sloop_notification_deliveries_total counter",
+        "notification_delivery_duration_seconds_bucket{",
+        "notification_deliveries_in_flight{service=\"notification\"}",
+        "# TYPE notification_deliveries_total counter",
     ] {
         assert!(body.contains(needle), "no {needle} in:\n{body}");
     }

@@ -5,6 +5,7 @@
 pub mod charges;
 pub mod cli;
 mod events;
+pub mod metrics;
 pub mod model;
 pub mod provider;
 pub mod worker;
@@ -42,6 +43,7 @@ pub fn service(settings: PaymentSettings) -> Service {
     Service::new(NAME, PORT)
         .database(&MIGRATIONS)
         .publishes(&sloop_events::payment::ALL)
+        .metrics(metrics::describe)
         .consumes(NAME, |ctx| {
             Consumer::new(
                 NAME,

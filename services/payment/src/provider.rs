@@ -127,8 +127,8 @@ impl Provider {
             Ok(Answer::Declined { .. }) => "declined",
             Err(_) => "error",
         };
-        counter!("sloop_payment_provider_requests_total", "service" => crate::NAME, "operation" => "charge", "outcome" => outcome).increment(1);
-        histogram!("sloop_payment_provider_duration_seconds", "service" => crate::NAME, "operation" => "charge")
+        counter!(crate::metrics::PROVIDER_REQUESTS, "service" => crate::NAME, "operation" => "charge", "outcome" => outcome).increment(1);
+        histogram!(crate::metrics::PROVIDER_DURATION, "service" => crate::NAME, "operation" => "charge")
             .record(started.elapsed().as_secs_f64());
         result
     }

@@ -5,6 +5,7 @@
 mod catalog;
 pub mod cli;
 mod events;
+pub mod metrics;
 pub mod model;
 mod orders;
 
@@ -56,6 +57,7 @@ pub fn service(settings: StoreSettings) -> Service {
     Service::new(NAME, PORT)
         .database(&MIGRATIONS)
         .publishes(&sloop_events::store::ALL)
+        .metrics(metrics::describe)
         .consumes(NAME, |ctx| {
             Consumer::new(
                 NAME,
@@ -466,7 +468,8 @@ async fn place_order(
     .await
     .inspect_err(|err| {
         if matches!(err, OrderError::OutOfStock { .. }) {
-            metrics::counter!("sloop_store_orders_total", "service" => NAME, "outcome" => "rejected").increment(1);
+            ::metrics::counter!(metrics::ORDERS, "service" => NAME, "outcome" => "rejected")
+                .increment(1);
         }
     })?;
     let (status, order) = match placed {

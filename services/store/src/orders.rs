@@ -155,8 +155,7 @@ pub async fn place(
         .await?;
     tx.commit().await?;
     outbox.wake();
-    counter!("sloop_store_orders_total", "service" => crate::NAME, "outcome" => "placed")
-        .increment(1);
+    counter!(crate::metrics::ORDERS, "service" => crate::NAME, "outcome" => "placed").increment(1);
     Ok(Placed::Created(get(db, &id).await?))
 }
 
@@ -409,10 +408,9 @@ async fn summary(tx: &mut Tx, order_id: &str) -> Result<Summary, OrderError> {
 }
 
 fn saga_ended(outcome: &'static str, created_at_ms: i64) {
-    counter!("sloop_store_orders_total", "service" => crate::NAME, "outcome" => outcome)
-        .increment(1);
+    counter!(crate::metrics::ORDERS, "service" => crate::NAME, "outcome" => outcome).increment(1);
     let seconds = (now_millis() - created_at_ms).max(0) as f64 / 1000.0;
-    histogram!("sloop_store_order_saga_duration_seconds", "service" => crate::NAME, "outcome" => outcome)
+    histogram!(crate::metrics::SAGA_DURATION, "service" => crate::NAME, "outcome" => outcome)
         .record(seconds);
 }
 
