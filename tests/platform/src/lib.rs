@@ -10,7 +10,10 @@ use std::time::Duration;
 use sloop_kit::testing::{Broker, TestBackend, fresh_database_url};
 use tokio::process::{Child, Command};
 
+pub mod api;
+pub mod in_process;
 pub mod monitoring;
+pub mod shop;
 
 /// A binary of another workspace package, built beside this test's own (`cargo test
 /// --workspace` builds them all); panics saying how to build it when it is missing.
@@ -27,6 +30,28 @@ pub fn workspace_binary(name: &str, package: &str) -> PathBuf {
         "{} is missing: build it with `cargo build -p {package}` (./scripts/test.sh builds everything)",
         path.display()
     );
+    path
+}
+
+/// The gateway's built-in configuration (`services/gateway/gateway.yaml`) with another rate
+/// limit, written to a temporary file for `--config`.
+pub fn gateway_config_file(rate: u32, burst: u32) -> PathBuf {
+    let builtin = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../services/gateway/gateway.yaml"
+    );
+    let text = std::fs::read_to_string(builtin).expect("the gateway's built-in configuration");
+    let default = "rate_limit: { rate: 100, burst: 200 }";
+    assert!(
+        text.contains(default),
+        "the built-in rate limit changed shape"
+    );
+    let text = text.replace(
+        default,
+        &format!("rate_limit: {{ rate: {rate}, burst: {burst} }}"),
+    );
+    let path = std::env::temp_dir().join(format!("gateway-{}.yaml", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&path, text).expect("write the gateway configuration");
     path
 }
 
@@ -146,19 +171,37 @@ impl Process {
         }
     }
 
+    /// SIGKILL: no shutdown, no flush, as a crash or an OOM kill would end it.
+    pub async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("kill the process");
+        }
+    }
+
+    /// The database it was started with (`DATABASE_URL`).
+    pub fn database_url(&self) -> Option<&str> {
+        self.env.get("DATABASE_URL").map(String::as_str)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
-/// user, auth and the gateway, each with its own PostgreSQL database, events on a Tansu
-/// broker, spans to `otlp`.
+/// The platform's services as processes, each with its own PostgreSQL database, events on
+/// a Tansu broker, spans to `otlp`: user, auth and the gateway, plus (with
+/// [`Platform::start_with_shop`]) store, payment, notification and audit.
 pub struct Platform {
     pub broker: Broker,
     pub user: Process,
     pub auth: Process,
     pub gateway: Process,
+    /// store, payment, notification and audit, when started.
+    pub shop: Vec<Process>,
 }
+
+/// The services behind the shop, in start order.
+pub const SHOP: [&str; 4] = ["store", "payment", "notification", "audit"];
 
 impl Platform {
     /// `binary` is the `platform-service` executable (`env!("CARGO_BIN_EXE_platform-service")`).
@@ -167,7 +210,24 @@ impl Platform {
         otlp_endpoint: &str,
         gateway_config: &std::path::Path,
     ) -> Self {
-        let bin = binary;
+        Self::start_services(binary, otlp_endpoint, gateway_config, &[]).await
+    }
+
+    /// Every service, the shop's included.
+    pub async fn start_with_shop(
+        binary: &std::path::Path,
+        otlp_endpoint: &str,
+        gateway_config: &std::path::Path,
+    ) -> Self {
+        Self::start_services(binary, otlp_endpoint, gateway_config, &SHOP).await
+    }
+
+    async fn start_services(
+        bin: &std::path::Path,
+        otlp_endpoint: &str,
+        gateway_config: &std::path::Path,
+        shop: &[&'static str],
+    ) -> Self {
         let broker = Broker::start().await;
         let bus = broker.url().to_string();
         let (user_port, auth_port, gateway_port) = (free_port(), free_port(), free_port());
@@ -189,29 +249,54 @@ impl Platform {
             )
             .env("EVENT_BUS", &bus)
             .env("UPSTREAMS", format!("user=http://127.0.0.1:{user_port}"))
-            .env("AUTH_ADMIN_EMAILS", "admin@example.com")
+            .env("AUTH_ADMIN_EMAILS", shop::ADMIN_EMAIL)
             .env("AUTH_HASH_MEMORY_KIB", "1024")
             .env("AUTH_HASH_ITERATIONS", "1");
+        let mut upstreams =
+            format!("user=http://127.0.0.1:{user_port},auth=http://127.0.0.1:{auth_port}");
+        let mut shop_processes = Vec::new();
+        for name in shop {
+            let process = telemetry(Process::new(bin, name, free_port()))
+                .env(
+                    "DATABASE_URL",
+                    fresh_database_url(TestBackend::Postgres).await,
+                )
+                .env("EVENT_BUS", &bus);
+            upstreams.push_str(&format!(",{name}=http://127.0.0.1:{}", process.port));
+            shop_processes.push(process);
+        }
         let mut gateway = telemetry(Process::new(bin, "gateway", gateway_port))
             .arg("--config")
             .arg(gateway_config.display().to_string())
-            .env(
-                "UPSTREAMS",
-                format!("user=http://127.0.0.1:{user_port},auth=http://127.0.0.1:{auth_port}"),
-            );
+            .env("UPSTREAMS", upstreams);
         user.start().await;
         auth.start().await;
+        for process in &mut shop_processes {
+            process.start().await;
+        }
         gateway.start().await;
         Self {
             broker,
             user,
             auth,
             gateway,
+            shop: shop_processes,
         }
+    }
+
+    /// The shop service `name`. Panics when the shop was not started.
+    pub fn service(&mut self, name: &str) -> &mut Process {
+        self.shop
+            .iter_mut()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("{name} is not running; use Platform::start_with_shop"))
     }
 
     pub async fn stop(mut self) {
         self.gateway.stop().await;
+        for process in self.shop.iter_mut().rev() {
+            process.stop().await;
+        }
         self.auth.stop().await;
         self.user.stop().await;
         self.broker.stop().await;

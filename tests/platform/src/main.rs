@@ -24,7 +24,15 @@ async fn main() -> anyhow::Result<()> {
         "user" => sloop_user::cli::run(sloop_user::cli::Cli::parse_from(argv)).await?,
         "auth" => sloop_auth::cli::run(sloop_auth::cli::Cli::parse_from(argv)).await?,
         "gateway" => sloop_gateway::cli::run(sloop_gateway::cli::Cli::parse_from(argv)).await?,
-        other => anyhow::bail!("no service `{other}`; use user, auth or gateway"),
+        "store" => sloop_store::cli::run(sloop_store::cli::Cli::parse_from(argv)).await?,
+        "payment" => sloop_payment::cli::run(sloop_payment::cli::Cli::parse_from(argv)).await?,
+        "notification" => {
+            sloop_notification::cli::run(sloop_notification::cli::Cli::parse_from(argv)).await?
+        }
+        "audit" => sloop_audit::cli::run(sloop_audit::cli::Cli::parse_from(argv)).await?,
+        other => anyhow::bail!(
+            "no service `{other}`; use user, auth, gateway, store, payment, notification or audit"
+        ),
     }
     Ok(())
 }

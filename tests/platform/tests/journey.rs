@@ -6,88 +6,12 @@
 use std::time::{Duration, Instant};
 
 use platform_tests::Platform;
-use serde_json::{Value, json};
+use platform_tests::api::{ApiClient, PASSWORD};
+use serde_json::json;
 use sloop_kit::testing::{OtlpReceiver, SPAN_KIND_SERVER};
 
-const PASSWORD: &str = "correct horse battery";
 /// OTLP span kind of a consumer.
 const SPAN_KIND_CONSUMER: i32 = 5;
-
-/// The built-in routes, with a rate limit low enough to reach in a test.
-fn gateway_config() -> std::path::PathBuf {
-    let text = sloop_gateway_default_config().replace(
-        "rate_limit: { rate: 100, burst: 200 }",
-        "rate_limit: { rate: 5, burst: 100 }",
-    );
-    assert!(
-        text.contains("rate: 5, burst: 100"),
-        "the default config changed shape"
-    );
-    let path = std::env::temp_dir().join(format!("gateway-{}.yaml", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-fn sloop_gateway_default_config() -> String {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../services/gateway/gateway.yaml"
-    ))
-    .expect("the gateway's built-in configuration")
-}
-
-struct Client {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Client {
-    async fn send(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().await.expect("a response");
-        let status = response.status().as_u16();
-        let text = response.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    async fn sign_up(&self, email: &str) -> Value {
-        let account = json!({ "email": email, "password": PASSWORD, "name": "Journey" });
-        let (status, body) = self
-            .send(
-                reqwest::Method::POST,
-                "/api/auth/register",
-                None,
-                Some(account),
-            )
-            .await;
-        assert_eq!(status, 201, "{body}");
-        self.sign_in(email).await
-    }
-
-    async fn sign_in(&self, email: &str) -> Value {
-        let login = json!({ "email": email, "password": PASSWORD });
-        let (status, body) = self
-            .send(reqwest::Method::POST, "/api/auth/login", None, Some(login))
-            .await;
-        assert_eq!(status, 200, "{body}");
-        body
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_front_door_holds_against_real_processes() {
@@ -96,14 +20,12 @@ async fn the_front_door_holds_against_real_processes() {
     let mut platform = Platform::start(
         std::path::Path::new(env!("CARGO_BIN_EXE_platform-service")),
         &receiver.endpoint,
-        &gateway_config(),
+        // A rate limit low enough to reach in a test.
+        &platform_tests::gateway_config_file(5, 100),
     )
     .await;
     eprintln!("platform up after {:?}", begun.elapsed());
-    let api = Client {
-        http: reqwest::Client::new(),
-        base: platform.gateway.url(""),
-    };
+    let api = ApiClient::new(platform.gateway.url(""));
 
     // Sign up, sign in, reach the own account; nothing without a token; roles hold.
     let ann = api.sign_up("ann@example.com").await;

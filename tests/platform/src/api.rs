@@ -1,0 +1,90 @@
+//! A client of the platform's public API, through the gateway: JSON requests with an
+//! optional bearer token, and the sign-up and sign-in every journey starts with.
+
+use serde_json::{Value, json};
+
+/// The password every journey's accounts use.
+pub const PASSWORD: &str = "correct horse battery";
+
+/// Talks to the gateway at `base`.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+impl ApiClient {
+    pub fn new(base: impl Into<String>) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.into(),
+        }
+    }
+
+    /// Sends a request; returns the status and the body as JSON (a string when it is not).
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("a response");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    /// Registers `email` and signs in: the login response (`user_id`, `access_token`, …).
+    pub async fn sign_up(&self, email: &str) -> Value {
+        let account = json!({ "email": email, "password": PASSWORD, "name": "Journey" });
+        let (status, body) = self.post("/api/auth/register", None, account).await;
+        assert_eq!(status, 201, "{body}");
+        self.sign_in(email).await
+    }
+
+    pub async fn sign_in(&self, email: &str) -> Value {
+        let login = json!({ "email": email, "password": PASSWORD });
+        let (status, body) = self.post("/api/auth/login", None, login).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+}
+
+/// A signed-in account.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub user_id: String,
+    pub token: String,
+}
+
+impl Account {
+    pub fn from_login(login: &Value) -> Self {
+        Self {
+            user_id: login["user_id"].as_str().expect("user_id").to_owned(),
+            token: login["access_token"]
+                .as_str()
+                .expect("access_token")
+                .to_owned(),
+        }
+    }
+}

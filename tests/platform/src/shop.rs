@@ -1,0 +1,279 @@
+//! The shop journey through the gateway, the same against every way the platform runs:
+//! an admin stocks the catalogue, a customer browses and searches, orders (confirmed) and
+//! orders with a card that is declined (cancelled, stock returned), reads the notifications
+//! both produced, and the admin finds the audit chain intact with each event exactly once.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::api::{Account, ApiClient};
+
+/// The email auth gives the admin role to, in every platform these tests start.
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+
+/// How long anything asynchronous (the saga, notifications, audit) may take to show.
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// Polls `probe` until it returns `Some`, for at most [`SETTLE`].
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {SETTLE:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs the journey against the gateway `api` talks to.
+pub async fn shop_journey(api: &ApiClient) {
+    let admin = Account::from_login(&api.sign_up(ADMIN_EMAIL).await);
+    let ann = Account::from_login(&api.sign_up("ann@example.com").await);
+    let (kettle, teapot) = stock_the_catalogue(api, &admin, &ann).await;
+    browse_and_search(api, &kettle).await;
+
+    let confirmed = order(api, &ann, &kettle, 2, "card", Some("ann-checkout-1")).await;
+    assert_eq!(settle(api, &ann, &confirmed).await["status"], "confirmed");
+    // The retry of the same checkout answers the same order.
+    let retried = order(api, &ann, &kettle, 2, "card", Some("ann-checkout-1")).await;
+    assert_eq!(retried, confirmed);
+    assert_eq!(available(api, &kettle).await, 3);
+
+    let declined = order(api, &ann, &teapot, 1, "test-decline", None).await;
+    let cancelled = settle(api, &ann, &declined).await;
+    assert_eq!(cancelled["status"], "cancelled");
+    assert!(
+        cancelled["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("declined")),
+        "{cancelled}"
+    );
+    assert_eq!(available(api, &teapot).await, 3, "the stock came back");
+
+    let (status, charge) = api
+        .get(
+            &format!("/api/payments/charges?order_id={confirmed}"),
+            Some(&admin.token),
+        )
+        .await;
+    assert_eq!(
+        (status, &charge["status"]),
+        (200, &json!("succeeded")),
+        "{charge}"
+    );
+
+    read_notifications(api, &ann, &confirmed, &declined).await;
+    audit_holds_every_event_once(api, &admin, &ann).await;
+}
+
+async fn stock_the_catalogue(api: &ApiClient, admin: &Account, ann: &Account) -> (String, String) {
+    let token = Some(admin.token.as_str());
+    let (status, body) = api
+        .post(
+            "/api/categories",
+            token,
+            json!({ "slug": "kitchen", "name": "Kitchen" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mut ids = Vec::new();
+    for (name, cents, stock) in [("Kettle", 2599, 5), ("Teapot", 1500, 3)] {
+        let product = json!({
+            "name": name, "description": format!("A {name} for the journey"), "category": "kitchen",
+            "price": { "amount": cents, "currency": "EUR" }, "available": stock
+        });
+        let (status, body) = api.post("/api/products", token, product).await;
+        assert_eq!(status, 201, "{body}");
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    // Customers browse the catalogue but do not change it.
+    let (status, _) = api
+        .post(
+            "/api/products",
+            Some(&ann.token),
+            json!({ "name": "x", "category": "kitchen", "price": { "amount": 1, "currency": "EUR" } }),
+        )
+        .await;
+    assert_eq!(status, 403);
+    (ids.remove(0), ids.remove(0))
+}
+
+async fn browse_and_search(api: &ApiClient, kettle: &str) {
+    let (status, page) = api.get("/api/products?q=kettle", None).await;
+    assert_eq!(status, 200, "{page}");
+    let found: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(found, [kettle]);
+    let (_, page) = api
+        .get(
+            "/api/products?category=kitchen&sort=price_asc&limit=1",
+            None,
+        )
+        .await;
+    assert_eq!(page["items"][0]["name"], "Teapot");
+    let cursor = page["next_cursor"]
+        .as_str()
+        .expect("a second page")
+        .to_owned();
+    let (_, next) = api
+        .get(
+            &format!("/api/products?category=kitchen&sort=price_asc&limit=1&cursor={cursor}"),
+            None,
+        )
+        .await;
+    assert_eq!(next["items"][0]["name"], "Kettle");
+    let (_, cheap) = api.get("/api/products?max_price=2000", None).await;
+    assert_eq!(cheap["items"].as_array().unwrap().len(), 1);
+}
+
+async fn order(
+    api: &ApiClient,
+    who: &Account,
+    product: &str,
+    quantity: u32,
+    method: &str,
+    key: Option<&str>,
+) -> String {
+    let mut request = api
+        .http
+        .post(format!("{}/api/orders", api.base))
+        .bearer_auth(&who.token)
+        .json(&json!({ "lines": [{ "product_id": product, "quantity": quantity }], "payment_method": method }));
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let response = request.send().await.expect("a response");
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.expect("JSON");
+    assert!(status == 201 || status == 200, "{status}: {body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+/// The order once it has left `pending_payment`.
+async fn settle(api: &ApiClient, who: &Account, order: &str) -> Value {
+    eventually(&format!("order {order} settles"), || async {
+        let (status, body) = api
+            .get(&format!("/api/orders/{order}"), Some(&who.token))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        (body["status"] != "pending_payment").then_some(body)
+    })
+    .await
+}
+
+async fn available(api: &ApiClient, product: &str) -> i64 {
+    let (_, body) = api.get(&format!("/api/products/{product}"), None).await;
+    body["available"].as_i64().expect("available")
+}
+
+async fn read_notifications(api: &ApiClient, ann: &Account, confirmed: &str, declined: &str) {
+    let token = Some(ann.token.as_str());
+    let items = eventually("three notifications for ann", || async {
+        let (status, page) = api.get("/api/notifications", token).await;
+        assert_eq!(status, 200, "{page}");
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        (items.len() >= 3).then_some(items)
+    })
+    .await;
+    let mut kinds: Vec<(&str, Option<&str>)> = items
+        .iter()
+        .map(|n| (n["kind"].as_str().unwrap(), n["order_id"].as_str()))
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        [
+            ("order_cancelled", Some(declined)),
+            ("order_confirmed", Some(confirmed)),
+            ("welcome", None)
+        ],
+        "{items:?}"
+    );
+    let first = items[0]["id"].as_str().unwrap();
+    let (status, read) = api
+        .post(
+            &format!("/api/notifications/{first}/read"),
+            token,
+            json!({}),
+        )
+        .await;
+    assert_eq!((status, &read["read"]), (200, &json!(true)), "{read}");
+    let (_, unread) = api.get("/api/notifications?unread=true", token).await;
+    assert_eq!(unread["items"].as_array().unwrap().len(), 2);
+    let (status, _) = api.get("/api/notifications", None).await;
+    assert_eq!(status, 401);
+}
+
+/// Every event of the journey, by type, as the audit log must hold it.
+fn expected_events() -> BTreeMap<&'static str, usize> {
+    BTreeMap::from([
+        ("sloop.user.created", 2),
+        ("sloop.store.order_placed", 2),
+        ("sloop.payment.succeeded", 1),
+        ("sloop.payment.failed", 1),
+        ("sloop.store.order_confirmed", 1),
+        ("sloop.store.order_cancelled", 1),
+    ])
+}
+
+async fn audit_holds_every_event_once(api: &ApiClient, admin: &Account, ann: &Account) {
+    let (status, _) = api.get("/api/audit/verify", Some(&ann.token)).await;
+    assert_eq!(status, 403, "only admins read the audit log");
+    let expected = expected_events();
+    let total: usize = expected.values().sum();
+    let entries = eventually("every journey event in the audit log", || async {
+        let entries = audit_entries(api, admin).await;
+        (entries.len() >= total).then_some(entries)
+    })
+    .await;
+    let mut by_type: BTreeMap<String, usize> = BTreeMap::new();
+    let mut ids: Vec<&str> = Vec::new();
+    for entry in &entries {
+        *by_type
+            .entry(entry["type"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+        ids.push(entry["event_id"].as_str().unwrap());
+    }
+    let by_type: BTreeMap<&str, usize> = by_type.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(by_type, expected, "each event exactly once");
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), entries.len(), "no event recorded twice");
+    let (status, verdict) = api.get("/api/audit/verify", Some(&admin.token)).await;
+    assert_eq!(status, 200, "{verdict}");
+    assert_eq!(verdict["intact"], true, "{verdict}");
+    assert_eq!(verdict["entries"], total, "{verdict}");
+}
+
+/// The whole audit log, page by page.
+pub async fn audit_entries(api: &ApiClient, admin: &Account) -> Vec<Value> {
+    let mut entries = Vec::new();
+    let mut cursor: Option<i64> = None;
+    loop {
+        let path = match cursor {
+            None => "/api/audit/events?limit=500".to_owned(),
+            Some(c) => format!("/api/audit/events?limit=500&cursor={c}"),
+        };
+        let (status, page) = api.get(&path, Some(&admin.token)).await;
+        assert_eq!(status, 200, "{page}");
+        entries.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_i64() {
+            Some(next) => cursor = Some(next),
+            None => return entries,
+        }
+    }
+}
