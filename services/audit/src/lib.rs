@@ -13,7 +13,7 @@ mod verify;
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use sloop_kit::clock::{format_rfc3339, parse_rfc3339};
+use sloop_kit::clock::{parse_rfc3339, utc_rfc3339};
 use sloop_kit::{Context, Database, Json, MaybeCaller, Path, Problem, Query, Service};
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
@@ -169,7 +169,7 @@ fn parse_cursor(raw: Option<&str>) -> Result<i64, Problem> {
 
 /// An RFC 3339 time, as the fixed-width UTC text the log compares.
 fn parse_time(name: &str, raw: &str) -> Result<String, Problem> {
-    parse_rfc3339(raw).map(format_rfc3339).ok_or_else(|| {
+    parse_rfc3339(raw).and_then(utc_rfc3339).ok_or_else(|| {
         // A `+` in a query string arrives as a space.
         let hint = if raw.contains(' ') {
             " (a `+` in a URL query means a space: write it as %2B)"
@@ -189,7 +189,10 @@ fn non_empty(name: &str, value: Option<String>) -> Result<Option<String>, Proble
         Some(v) if v.is_empty() => Err(Problem::bad_request(format!(
             "{name} must not be empty; leave it out to match any {name}"
         ))),
-        other => Ok(other),
+        Some(v) => sloop_kit::validate::text(name, &v, 1, 500)
+            .map(|_| Some(v))
+            .map_err(Problem::bad_request),
+        None => Ok(None),
     }
 }
 

@@ -1,7 +1,7 @@
 //! SQL for the audit log. One query text serves SQLite and PostgreSQL. Entries are only
 //! ever inserted, at the end of the chain, inside the consumer's transaction.
 
-use sloop_kit::clock::{format_rfc3339, parse_rfc3339};
+use sloop_kit::clock::{parse_rfc3339, utc_rfc3339};
 use sloop_kit::{Database, Event, Tx};
 use sqlx::FromRow;
 
@@ -106,7 +106,7 @@ pub async fn append(tx: &mut Tx, event: &Event, recorded_at: &str) -> Result<App
         subject: event.subject.clone(),
         schema_version: i64::from(event.schema_version),
         time: event.time.clone(),
-        time_utc: parse_rfc3339(&event.time).map(format_rfc3339),
+        time_utc: parse_rfc3339(&event.time).and_then(utc_rfc3339),
         data,
         recorded_at: recorded_at.to_owned(),
         prev_hash: before.hash,

@@ -17,6 +17,13 @@ pub fn format_rfc3339(at: time::OffsetDateTime) -> String {
         .expect("UTC timestamps always format")
 }
 
+/// `at` in UTC, or `None` when UTC would leave the years 0000 to 9999 (a time of
+/// 9999-12-31 at -01:00 is in year 10000 in UTC).
+pub fn utc_rfc3339(at: time::OffsetDateTime) -> Option<String> {
+    let utc = at.checked_to_offset(time::UtcOffset::UTC)?;
+    utc.format(RFC3339_MICROS).ok()
+}
+
 /// Parses any RFC 3339 time.
 pub fn parse_rfc3339(text: &str) -> Option<time::OffsetDateTime> {
     time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()

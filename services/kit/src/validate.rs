@@ -50,6 +50,26 @@ pub fn display_name(raw: &str) -> Result<String, String> {
     Ok(name.to_owned())
 }
 
+/// Trims free text and checks its length in characters is within `min..=max`; control
+/// characters other than tab and line breaks are refused (PostgreSQL rejects NUL in text,
+/// and none belongs in a name or a label). The error names `field`.
+pub fn text(field: &str, raw: &str, min: usize, max: usize) -> Result<String, String> {
+    let value = raw.trim();
+    let chars = value.chars().count();
+    if chars < min || chars > max {
+        return Err(format!(
+            "{field} must be {min} to {max} characters, got {chars}"
+        ));
+    }
+    if value
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        return Err(format!("{field} must not contain control characters"));
+    }
+    Ok(value.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +98,20 @@ mod tests {
         assert!(display_name("   ").is_err());
         assert!(display_name(&"x".repeat(101)).is_err());
         assert!(display_name("a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn text_is_trimmed_bounded_and_free_of_control_characters() {
+        assert_eq!(text("name", " Kettle ", 1, 10).unwrap(), "Kettle");
+        assert!(
+            text("name", "", 1, 10)
+                .unwrap_err()
+                .contains("name must be 1 to 10")
+        );
+        assert!(text("q", "a\u{0}b", 0, 10).unwrap_err().contains("control"));
+        assert_eq!(
+            text("description", "two\nlines", 0, 20).unwrap(),
+            "two\nlines"
+        );
     }
 }

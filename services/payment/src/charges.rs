@@ -197,6 +197,10 @@ pub async fn process(
     id: &str,
 ) -> Result<Charge, ChargeError> {
     let charge = get(db, id).await?;
+    if charge.status != ChargeStatus::Pending {
+        // Voided (its order was cancelled) between the claim and now: never charge it.
+        return Ok(charge);
+    }
     let answer = provider.charge(&charge.id, &charge.payment_method).await;
     match answer {
         Ok(Answer::Approved { reference }) => succeed(db, outbox, &charge, &reference).await?,
@@ -236,22 +240,29 @@ async fn succeed(
     .bind(&charge.id)
     .execute(tx.executor())
     .await?;
-    if done.rows_affected() == 0 {
-        drop(tx);
-        // The order was cancelled while the provider was charging: pay it back.
-        return refund_voided(db, outbox, &charge.id, reference).await;
+    if done.rows_affected() == 1 {
+        let data = events::PaymentSucceeded {
+            order_id: charge.order_id.clone(),
+            charge_id: charge.id.clone(),
+            amount: charge.amount.clone(),
+        };
+        outbox
+            .append(&mut tx, events::SUCCEEDED, &charge.order_id, &data)
+            .await?;
+        tracing::info!(charge_id = %charge.id, order_id = %charge.order_id, "charge succeeded");
+    } else {
+        // The order was cancelled while the provider was charging: pay it back, in the
+        // same transaction, so the approval is recorded as a refund or not at all.
+        sqlx::query("UPDATE charges SET provider_reference = $1 WHERE id = $2")
+            .bind(reference)
+            .bind(&charge.id)
+            .execute(tx.executor())
+            .await?;
+        let reason = "order cancelled while the charge was in flight";
+        refund_in(&mut tx, outbox, charge, reason, ChargeStatus::Voided).await?;
     }
-    let data = events::PaymentSucceeded {
-        order_id: charge.order_id.clone(),
-        charge_id: charge.id.clone(),
-        amount: charge.amount.clone(),
-    };
-    outbox
-        .append(&mut tx, events::SUCCEEDED, &charge.order_id, &data)
-        .await?;
     tx.commit().await?;
     outbox.wake();
-    tracing::info!(charge_id = %charge.id, order_id = %charge.order_id, "charge succeeded");
     Ok(())
 }
 
@@ -287,37 +298,6 @@ async fn fail(
     Ok(())
 }
 
-/// A charge the provider approved after its order was cancelled (voided): record the
-/// refund.
-async fn refund_voided(
-    db: &Database,
-    outbox: &Outbox,
-    id: &str,
-    reference: &str,
-) -> Result<(), ChargeError> {
-    let charge = get(db, id).await?;
-    if charge.status != ChargeStatus::Voided {
-        return Ok(());
-    }
-    let mut tx = db.begin().await?;
-    sqlx::query("UPDATE charges SET provider_reference = $1 WHERE id = $2")
-        .bind(reference)
-        .bind(id)
-        .execute(tx.executor())
-        .await?;
-    refund_in(
-        &mut tx,
-        outbox,
-        &charge,
-        "order cancelled while the charge was in flight",
-        ChargeStatus::Voided,
-    )
-    .await?;
-    tx.commit().await?;
-    outbox.wake();
-    Ok(())
-}
-
 /// What cancelling an order did to its charge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cancelled {
@@ -329,18 +309,40 @@ pub enum Cancelled {
 }
 
 /// The order was cancelled: void its pending charge or refund its succeeded one, in `tx`.
+/// An order with no charge yet gets a voided one, so a charge that arrives later (a
+/// replayed `OrderPlaced`, a `POST /charges`) finds it and never charges.
 pub async fn cancel_order(
     tx: &mut Tx,
     outbox: &Outbox,
     order_id: &str,
+    total: &Money,
     reason: &str,
 ) -> Result<Cancelled, ChargeError> {
+    let now = now_rfc3339();
+    let placeholder = sqlx::query(
+        "INSERT INTO charges (id, order_id, amount, currency, payment_method, status, reason, \
+         next_attempt_ms, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, 'none', 'voided', $5, $6, $7, $7) \
+         ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(uuid::Uuid::now_v7().to_string())
+    .bind(order_id)
+    .bind(total.amount)
+    .bind(&total.currency)
+    .bind(reason)
+    .bind(now_millis())
+    .bind(&now)
+    .execute(tx.executor())
+    .await?;
+    if placeholder.rows_affected() == 1 {
+        return Ok(Cancelled::Voided);
+    }
     let voided = sqlx::query(
         "UPDATE charges SET status = 'voided', reason = $1, updated_at = $2 \
          WHERE order_id = $3 AND status = 'pending'",
     )
     .bind(reason)
-    .bind(now_rfc3339())
+    .bind(&now)
     .bind(order_id)
     .execute(tx.executor())
     .await?;

@@ -34,9 +34,15 @@ impl Handler for OrderEvents {
                 tracing::debug!(order_id = %order.order_id, created, "charge recorded");
             } else if event.kind == events::ORDER_CANCELLED.name {
                 let order: events::OrderCancelled = event.decode(events::ORDER_CANCELLED)?;
-                let done = charges::cancel_order(tx, &self.outbox, &order.order_id, &order.reason)
-                    .await
-                    .map_err(retry)?;
+                let done = charges::cancel_order(
+                    tx,
+                    &self.outbox,
+                    &order.order_id,
+                    &order.total,
+                    &order.reason,
+                )
+                .await
+                .map_err(retry)?;
                 tracing::info!(order_id = %order.order_id, outcome = ?done, "order cancelled");
             }
             Ok(())

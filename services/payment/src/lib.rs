@@ -107,11 +107,8 @@ fn parse_id(raw: &str) -> Result<String, Problem> {
         .map_err(|_| Problem::bad_request(format!("`{raw}` is not a charge id; ids are UUIDs")))
 }
 
-fn check_order_id(order_id: &str) -> Result<(), Problem> {
-    if order_id.is_empty() || order_id.len() > 100 {
-        return Err(Problem::validation("order_id must be 1 to 100 characters"));
-    }
-    Ok(())
+fn check_order_id(order_id: &str) -> Result<(), String> {
+    sloop_kit::validate::text("order_id", order_id, 1, 100).map(drop)
 }
 
 #[utoipa::path(
@@ -131,13 +128,10 @@ async fn create_charge(
     Json(input): Json<NewCharge>,
 ) -> Result<(StatusCode, Json<Charge>), Problem> {
     caller.require_admin("charge orders")?;
-    check_order_id(&input.order_id)?;
+    check_order_id(&input.order_id).map_err(Problem::validation)?;
     input.amount.check_positive().map_err(Problem::validation)?;
-    if input.payment_method.is_empty() || input.payment_method.len() > 50 {
-        return Err(Problem::validation(
-            "payment_method must be 1 to 50 characters",
-        ));
-    }
+    sloop_kit::validate::text("payment_method", &input.payment_method, 1, 50)
+        .map_err(Problem::validation)?;
     let mut tx = state.db.begin().await.map_err(|e| Problem::internal(&e))?;
     let attempts = state.worker.attempts;
     let taker = charges::Taker::Caller {
@@ -190,6 +184,8 @@ async fn create_charge(
     get, path = "/charges", params(ChargeQuery),
     responses(
         (status = 200, description = "The order's charge", body = Charge),
+        (status = 403, description = "Only an admin or another service may do this", body = Problem),
+        (status = 400, description = "order_id empty, too long or with control characters", body = Problem),
         (status = 404, description = "The order has no charge", body = Problem),
     )
 )]
@@ -199,7 +195,7 @@ async fn find_charge(
     Query(query): Query<ChargeQuery>,
 ) -> Result<Json<Charge>, Problem> {
     caller.require_admin("read charges")?;
-    check_order_id(&query.order_id)?;
+    check_order_id(&query.order_id).map_err(Problem::bad_request)?;
     charges::by_order(&state.db, &query.order_id)
         .await?
         .map(Json)
@@ -210,6 +206,7 @@ async fn find_charge(
     get, path = "/charges/{id}", params(("id" = String, Path, format = "uuid", description = "Charge id")),
     responses(
         (status = 200, description = "The charge", body = Charge),
+        (status = 403, description = "Only an admin or another service may do this", body = Problem),
         (status = 404, description = "No such charge", body = Problem),
     )
 )]
@@ -227,6 +224,7 @@ async fn get_charge(
     params(("id" = String, Path, format = "uuid", description = "Charge id")),
     responses(
         (status = 200, description = "Refunded (refunding again changes nothing)", body = Charge),
+        (status = 403, description = "Only an admin or another service may do this", body = Problem),
         (status = 404, description = "No such charge", body = Problem),
         (status = 409, description = "The charge did not succeed, so there is nothing to pay back", body = Problem),
     )
@@ -242,9 +240,8 @@ async fn refund_charge(
     let reason = body
         .reason
         .unwrap_or_else(|| "refunded on request".to_owned());
-    if reason.len() > 500 {
-        return Err(Problem::validation("reason must be at most 500 characters"));
-    }
+    let reason =
+        sloop_kit::validate::text("reason", &reason, 1, 500).map_err(Problem::validation)?;
     let charge = charges::refund(&state.db, &state.outbox, &id, &reason).await?;
     debug_assert_eq!(charge.status, ChargeStatus::Refunded);
     Ok(Json(charge))
@@ -252,7 +249,10 @@ async fn refund_charge(
 
 #[utoipa::path(
     get, path = "/provider",
-    responses((status = 200, description = "How the simulated provider behaves now", body = ProviderSettings))
+    responses(
+        (status = 200, description = "How the simulated provider behaves now", body = ProviderSettings),
+        (status = 403, description = "Only an admin or another service may do this", body = Problem),
+    )
 )]
 async fn get_provider(
     State(state): State<Payments>,
@@ -266,6 +266,7 @@ async fn get_provider(
     put, path = "/provider", request_body = ProviderSettings,
     responses(
         (status = 200, description = "The provider behaves so from now on", body = ProviderSettings),
+        (status = 403, description = "Only an admin or another service may do this", body = Problem),
         (status = 422, description = "A rate outside 0..1 or a p99 below the median", body = Problem),
     )
 )]

@@ -86,5 +86,6 @@ pub struct RefundRequest {
 #[into_params(parameter_in = Query)]
 pub struct ChargeQuery {
     /// The order whose charge to find.
+    #[param(min_length = 1, max_length = 100)]
     pub order_id: String,
 }

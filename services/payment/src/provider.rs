@@ -17,6 +17,10 @@ use utoipa::ToSchema;
 /// The payment method the provider always declines, like providers' test cards.
 pub const DECLINED_TEST_METHOD: &str = "test-decline";
 
+/// The longest a call may take, in milliseconds; well under the charge worker's claim, so a
+/// slow call is never taken up a second time while it runs.
+pub const MAX_LATENCY_MS: f64 = 10_000.0;
+
 /// How many answers the provider remembers for idempotency before it forgets the oldest half.
 const REMEMBERED_ANSWERS: usize = 100_000;
 
@@ -54,6 +58,11 @@ impl ProviderSettings {
         if !(self.latency_p99_ms.is_finite() && self.latency_p99_ms >= self.latency_p50_ms) {
             return Err("latency_p99_ms must be at least latency_p50_ms".into());
         }
+        if self.latency_p99_ms > MAX_LATENCY_MS {
+            return Err(format!(
+                "latency_p99_ms must be at most {MAX_LATENCY_MS} (a charge is claimed for longer than any call may take)"
+            ));
+        }
         for (name, rate) in [
             ("decline_rate", self.decline_rate),
             ("error_rate", self.error_rate),
@@ -77,7 +86,7 @@ impl ProviderSettings {
         let millis = LogNormal::new(mu, sigma.max(0.0))
             .map(|d| d.sample(&mut rand::rng()))
             .unwrap_or(self.latency_p50_ms);
-        Duration::from_secs_f64(millis.min(60_000.0) / 1000.0)
+        Duration::from_secs_f64(millis.min(MAX_LATENCY_MS) / 1000.0)
     }
 }
 

@@ -19,7 +19,10 @@ pub enum CatalogError {
     UnknownCategory(String),
     #[error("category `{0}` already exists")]
     DuplicateCategory(String),
-    #[error("product {product} has {available} in stock; taking {taking} would go below zero")]
+    #[error(
+        "product {product} has {available} in stock; changing it by {} would leave it outside 0 to {}",
+        -taking, crate::MAX_STOCK
+    )]
     NotEnoughStock {
         product: String,
         available: i64,
@@ -173,11 +176,12 @@ pub async fn save_product(db: &Database, product: &Product) -> Result<Product, C
 pub async fn add_stock(db: &Database, id: &str, add: i64) -> Result<Product, CatalogError> {
     let done = sqlx::query(
         "UPDATE inventory SET available = available + $1, updated_at = $2 \
-         WHERE product_id = $3 AND available + $1 >= 0",
+         WHERE product_id = $3 AND available + $1 >= 0 AND available + $1 <= $4",
     )
     .bind(add)
     .bind(now_rfc3339())
     .bind(id)
+    .bind(crate::MAX_STOCK)
     .execute(db.executor())
     .await?;
     let product = get_product(db, id).await?;

@@ -33,6 +33,9 @@ pub const PORT: u16 = 8084;
 
 pub static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// The most units a product's stock may hold, so sums of stock never overflow.
+pub const MAX_STOCK: i64 = 1_000_000_000;
+
 /// The header a client sends to make `POST /orders` safe to retry.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
@@ -176,14 +179,17 @@ fn check_limit(limit: Option<u32>) -> Result<u32, Problem> {
 }
 
 fn check_text(field: &str, value: &str, min: usize, max: usize) -> Result<String, Problem> {
-    let value = value.trim();
-    let chars = value.chars().count();
-    if chars < min || chars > max {
-        return Err(Problem::validation(format!(
-            "{field} must be {min} to {max} characters, got {chars}"
-        )));
+    sloop_kit::validate::text(field, value, min, max).map_err(Problem::validation)
+}
+
+/// A query parameter's text: bounded, without control characters.
+fn check_param(field: &str, value: Option<&str>, max: usize) -> Result<(), Problem> {
+    match value {
+        Some(v) => sloop_kit::validate::text(field, v, 0, max)
+            .map(drop)
+            .map_err(Problem::bad_request),
+        None => Ok(()),
     }
-    Ok(value.to_owned())
 }
 
 fn check_slug(slug: &str) -> Result<(), Problem> {
@@ -253,8 +259,10 @@ async fn create_product(
         available: input.available,
     };
     input.price.check_positive().map_err(Problem::validation)?;
-    if input.available < 0 {
-        return Err(Problem::validation("available must be 0 or more"));
+    if !(0..=MAX_STOCK).contains(&input.available) {
+        return Err(Problem::validation(format!(
+            "available must be 0 to {MAX_STOCK}"
+        )));
     }
     let product = catalog::create_product(&state.db, &input).await?;
     let mut headers = HeaderMap::new();
@@ -321,7 +329,8 @@ async fn update_product(
     responses(
         (status = 200, description = "The product with its new stock", body = Product),
         (status = 403, description = "Only an admin may manage the catalogue", body = Problem),
-        (status = 409, description = "Taking more than is in stock", body = Problem),
+        (status = 404, description = "No such product", body = Problem),
+        (status = 409, description = "Taking more than is in stock, or more than the most a product may hold", body = Problem),
     )
 )]
 /// Adds units to stock (or takes them, with a negative `add`), atomically with orders that
@@ -334,8 +343,10 @@ async fn change_stock(
 ) -> Result<Json<Product>, Problem> {
     caller.require_admin("manage the catalogue")?;
     let id = parse_uuid(&id, "a product id")?;
-    if change.add.unsigned_abs() > 1_000_000_000 {
-        return Err(Problem::validation("add must be within ±1000000000"));
+    if change.add.unsigned_abs() > MAX_STOCK as u64 {
+        return Err(Problem::validation(format!(
+            "add must be within ±{MAX_STOCK}"
+        )));
     }
     Ok(Json(catalog::add_stock(&state.db, &id, change.add).await?))
 }
@@ -360,9 +371,9 @@ async fn search_products(
             "min_price ({min}) is above max_price ({max})"
         )));
     }
-    if query.q.as_deref().is_some_and(|q| q.len() > 200) {
-        return Err(Problem::bad_request("q must be at most 200 characters"));
-    }
+    check_param("q", query.q.as_deref(), 200)?;
+    check_param("category", query.category.as_deref(), 50)?;
+    check_param("currency", query.currency.as_deref(), 3)?;
     let mut items = catalog::search(&state.db, &query, limit + 1)
         .await
         .map_err(|err| match err {
@@ -551,6 +562,7 @@ async fn list_orders(
     Query(query): Query<OrderQuery>,
 ) -> Result<Json<OrderPage>, Problem> {
     let limit = check_limit(query.limit)?;
+    check_param("user_id", query.user_id.as_deref(), 100)?;
     let user = match (&caller.0, &query.user_id) {
         (Some(caller), Some(user)) if user != &caller.user_id && !caller.is_admin() => {
             return Err(Problem::forbidden(

@@ -369,15 +369,13 @@ pub async fn list(
     before: Option<&str>,
     limit: u32,
 ) -> Result<Vec<Order>, OrderError> {
-    // `~` sorts after every UUID character, so "no cursor" is "before the end".
-    let before = before.unwrap_or("~");
     let rows = sqlx::query_as::<_, OrderRow>(select_orders!(
-        "WHERE ($1 = '' OR user_id = $1) AND ($2 = '' OR status = $2) AND id < $3 \
+        "WHERE ($1 = '' OR user_id = $1) AND ($2 = '' OR status = $2) AND ($3 = '' OR id < $3) \
          ORDER BY id DESC LIMIT $4"
     ))
     .bind(user_id.unwrap_or(""))
     .bind(status.map(OrderStatus::as_str).unwrap_or(""))
-    .bind(before)
+    .bind(before.unwrap_or(""))
     .bind(i64::from(limit))
     .fetch_all(db.executor())
     .await?;
@@ -473,15 +471,7 @@ pub async fn cancel(
     if done.rows_affected() == 0 {
         return Ok(false);
     }
-    sqlx::query(
-        "UPDATE inventory SET available = available + (SELECT l.quantity FROM order_lines l \
-         WHERE l.order_id = $1 AND l.product_id = inventory.product_id), updated_at = $2 \
-         WHERE product_id IN (SELECT product_id FROM order_lines WHERE order_id = $1)",
-    )
-    .bind(order_id)
-    .bind(&now)
-    .execute(tx.executor())
-    .await?;
+    release_stock(tx, order_id, &now).await?;
     record_transition(tx, order_id, OrderStatus::Cancelled, Some(reason)).await?;
     let order = summary(tx, order_id).await?;
     let cancelled = events::OrderCancelled {
@@ -498,6 +488,29 @@ pub async fn cancel(
         .await?;
     saga_ended("cancelled", order.created_at_ms);
     Ok(true)
+}
+
+/// Puts an order's units back, one line at a time in product order: the order placing takes
+/// stock rows in, so a placement and a cancellation never wait on each other in a cycle.
+async fn release_stock(tx: &mut Tx, order_id: &str, now: &str) -> Result<(), OrderError> {
+    let lines: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT product_id, quantity FROM order_lines WHERE order_id = $1 ORDER BY product_id",
+    )
+    .bind(order_id)
+    .fetch_all(tx.executor())
+    .await?;
+    for (product_id, quantity) in lines {
+        sqlx::query(
+            "UPDATE inventory SET available = available + $1, updated_at = $2 \
+             WHERE product_id = $3",
+        )
+        .bind(quantity)
+        .bind(now)
+        .bind(&product_id)
+        .execute(tx.executor())
+        .await?;
+    }
+    Ok(())
 }
 
 /// The customer cancels their pending order.
@@ -520,6 +533,18 @@ pub async fn cancel_by_customer(
     Ok(order)
 }
 
+async fn cancel_overdue(
+    db: &Database,
+    outbox: &Outbox,
+    id: &str,
+    reason: &str,
+) -> Result<bool, OrderError> {
+    let mut tx = db.begin().await?;
+    let cancelled = cancel(&mut tx, outbox, id, reason).await?;
+    tx.commit().await?;
+    Ok(cancelled)
+}
+
 /// Cancels pending orders past their deadline (timeout compensation). Returns how many.
 pub async fn expire_overdue(
     db: &Database,
@@ -537,12 +562,17 @@ pub async fn expire_overdue(
     .await?;
     let mut expired = 0;
     for (id,) in overdue {
-        let mut tx = db.begin().await?;
-        if cancel(&mut tx, outbox, &id, reason).await? {
-            expired += 1;
-            tracing::warn!(order_id = %id, "payment did not complete in time; order cancelled");
+        // One order that cannot be cancelled must not hold up the ones behind it.
+        match cancel_overdue(db, outbox, &id, reason).await {
+            Ok(true) => {
+                expired += 1;
+                tracing::warn!(order_id = %id, "payment did not complete in time; order cancelled");
+            }
+            Ok(false) => {}
+            Err(err) => {
+                tracing::error!(order_id = %id, error = %err, "cannot cancel overdue order")
+            }
         }
-        tx.commit().await?;
     }
     if expired > 0 {
         outbox.wake();

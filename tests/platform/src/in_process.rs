@@ -1,6 +1,7 @@
 //! The whole platform in this test process: every service on its own port and its own
-//! SQLite database, events on one in-memory bus, the gateway in front — the embedded mode,
-//! started through the same service descriptions as the binaries.
+//! database, events on one bus, the gateway in front — started through the same service
+//! descriptions as the binaries. On SQLite with the in-memory bus it is the embedded mode;
+//! on PostgreSQL with a Kafka bus, the distributed mode's data path in one process.
 
 use sloop_auth::AuthSettings;
 use sloop_auth::passwords::HashCost;
@@ -19,13 +20,14 @@ pub struct InProcess {
 }
 
 impl InProcess {
+    /// The embedded mode: SQLite files and the in-memory bus.
     pub async fn start() -> Self {
-        let bus = EventBus::Memory(MemoryBus::new());
-        let start = |service: Service| {
-            TestApp::builder(service)
-                .backend(TestBackend::Sqlite)
-                .bus(bus.clone())
-        };
+        Self::start_on(TestBackend::Sqlite, EventBus::Memory(MemoryBus::new())).await
+    }
+
+    /// Every service on a fresh database of `backend`, all on `bus`.
+    pub async fn start_on(backend: TestBackend, bus: EventBus) -> Self {
+        let start = |service: Service| TestApp::builder(service).backend(backend).bus(bus.clone());
         let user = start(sloop_user::service()).spawn().await;
         let auth_settings = AuthSettings {
             hash_cost: HashCost {
@@ -67,6 +69,15 @@ impl InProcess {
         };
         let gateway = TestApp::spawn(sloop_gateway::service(config), TestBackend::Sqlite).await;
         Self { gateway, services }
+    }
+
+    /// The service `name`. Panics on a name it does not run.
+    pub fn service(&self, name: &str) -> &TestApp {
+        self.services
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, app)| app)
+            .unwrap_or_else(|| panic!("no service {name} in this platform"))
     }
 
     pub async fn stop(self) {

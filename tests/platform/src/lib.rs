@@ -261,7 +261,9 @@ impl Platform {
                     "DATABASE_URL",
                     fresh_database_url(TestBackend::Postgres).await,
                 )
-                .env("EVENT_BUS", &bus);
+                .env("EVENT_BUS", &bus)
+                // A delivery claimed by a killed instance comes due again after this.
+                .env("NOTIFICATION_DELIVERY_CLAIM_MS", "3000");
             upstreams.push_str(&format!(",{name}=http://127.0.0.1:{}", process.port));
             shop_processes.push(process);
         }

@@ -13,25 +13,28 @@ use crate::api::{Account, ApiClient};
 /// The email auth gives the admin role to, in every platform these tests start.
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 
-/// How long anything asynchronous (the saga, notifications, audit) may take to show.
+/// How long anything asynchronous in the journey (the saga, notifications, audit) may take
+/// to show.
 const SETTLE: Duration = Duration::from_secs(60);
 
-/// Polls `probe` until it returns `Some`, for at most [`SETTLE`].
-pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+/// Polls `probe` until it returns `Ok`, for at most `limit`; the failure shows the last
+/// `Err`, what was seen instead.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
+    Fut: Future<Output = Result<T, String>>,
 {
-    let deadline = tokio::time::Instant::now() + SETTLE;
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
-        if let Some(found) = probe().await {
-            return found;
-        }
+        let seen = match probe().await {
+            Ok(found) => return found,
+            Err(seen) => seen,
+        };
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{what}: not within {SETTLE:?}"
+            "{what}: not within {limit:?}; last seen: {seen}"
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -165,12 +168,15 @@ async fn order(
 
 /// The order once it has left `pending_payment`.
 async fn settle(api: &ApiClient, who: &Account, order: &str) -> Value {
-    eventually(&format!("order {order} settles"), || async {
+    eventually(&format!("order {order} settles"), SETTLE, || async {
         let (status, body) = api
             .get(&format!("/api/orders/{order}"), Some(&who.token))
             .await;
         assert_eq!(status, 200, "{body}");
-        (body["status"] != "pending_payment").then_some(body)
+        if body["status"] == "pending_payment" {
+            return Err(body.to_string());
+        }
+        Ok(body)
     })
     .await
 }
@@ -182,11 +188,14 @@ async fn available(api: &ApiClient, product: &str) -> i64 {
 
 async fn read_notifications(api: &ApiClient, ann: &Account, confirmed: &str, declined: &str) {
     let token = Some(ann.token.as_str());
-    let items = eventually("three notifications for ann", || async {
+    let items = eventually("three notifications for ann", SETTLE, || async {
         let (status, page) = api.get("/api/notifications", token).await;
         assert_eq!(status, 200, "{page}");
         let items = page["items"].as_array().cloned().unwrap_or_default();
-        (items.len() >= 3).then_some(items)
+        if items.len() < 3 {
+            return Err(format!("{items:?}"));
+        }
+        Ok(items)
     })
     .await;
     let mut kinds: Vec<(&str, Option<&str>)> = items
@@ -235,9 +244,12 @@ async fn audit_holds_every_event_once(api: &ApiClient, admin: &Account, ann: &Ac
     assert_eq!(status, 403, "only admins read the audit log");
     let expected = expected_events();
     let total: usize = expected.values().sum();
-    let entries = eventually("every journey event in the audit log", || async {
+    let entries = eventually("every journey event in the audit log", SETTLE, || async {
         let entries = audit_entries(api, admin).await;
-        (entries.len() >= total).then_some(entries)
+        if entries.len() < total {
+            return Err(format!("{} entries", entries.len()));
+        }
+        Ok(entries)
     })
     .await;
     let mut by_type: BTreeMap<String, usize> = BTreeMap::new();
