@@ -189,8 +189,8 @@ fn non_empty(name: &str, value: Option<String>) -> Result<Option<String>, Proble
         Some(v) if v.is_empty() => Err(Problem::bad_request(format!(
             "{name} must not be empty; leave it out to match any {name}"
         ))),
-        Some(v) => sloop_kit::validate::text(name, &v, 1, 500)
-            .map(|_| Some(v))
+        Some(v) => sloop_kit::validate::id(name, &v, 500)
+            .map(|_| Some(v.clone()))
             .map_err(Problem::bad_request),
         None => Ok(None),
     }

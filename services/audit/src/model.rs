@@ -87,10 +87,16 @@ pub struct AuditPage {
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// Only events about this subject (exact match).
+    #[param(min_length = 1, max_length = 500, pattern = "^[A-Za-z0-9._:@/-]+$")]
     pub subject: Option<String>,
     /// Only events of this CloudEvents type (exact match).
     #[serde(rename = "type")]
-    #[param(rename = "type")]
+    #[param(
+        rename = "type",
+        min_length = 1,
+        max_length = 500,
+        pattern = "^[A-Za-z0-9._:@/-]+$"
+    )]
     pub kind: Option<String>,
     /// Only events whose time is at or after this instant (RFC 3339; write `+` as `%2B`).
     #[param(format = DateTime)]

@@ -17,8 +17,11 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Money {
     /// Minor units: 1999 is 19.99 in EUR.
+    #[schema(minimum = 1)]
+    #[serde(deserialize_with = "sloop_kit::validate::whole_i64")]
     pub amount: i64,
     /// ISO 4217, upper case, e.g. `EUR`.
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: String,
 }
 

@@ -70,6 +70,61 @@ pub fn text(field: &str, raw: &str, min: usize, max: usize) -> Result<String, St
     Ok(value.to_owned())
 }
 
+/// Checks a one-line name (a product's, a category's, a reason): trimmed, `min..=max`
+/// characters, no control characters at all. The error names `field`.
+pub fn name(field: &str, raw: &str, min: usize, max: usize) -> Result<String, String> {
+    if raw.chars().any(char::is_control) {
+        return Err(format!("{field} must not contain control characters"));
+    }
+    text(field, raw, min, max)
+}
+
+/// Deserializes a whole number written as an integer or as a float without a fraction
+/// (`2.0`): JSON Schema's `integer` admits both, so clients (and fuzzers) may send either.
+pub fn whole_i64<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    use serde::Deserialize;
+    use serde::de::Error;
+    let number = serde_json::Number::deserialize(deserializer)?;
+    if let Some(whole) = number.as_i64() {
+        return Ok(whole);
+    }
+    match number.as_f64() {
+        // 2^63 is the first float past i64::MAX.
+        Some(f)
+            if f.fract() == 0.0
+                && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) =>
+        {
+            Ok(f as i64)
+        }
+        _ => Err(D::Error::custom(format!(
+            "{number} is not a whole number within 64 bits"
+        ))),
+    }
+}
+
+/// [`whole_i64`] for a `u32`.
+pub fn whole_u32<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    use serde::de::Error;
+    let whole = whole_i64(deserializer)?;
+    u32::try_from(whole)
+        .map_err(|_| D::Error::custom(format!("{whole} is not between 0 and {}", u32::MAX)))
+}
+
+/// What an identifier another system chose may contain (an order id, an event subject):
+/// the pattern OpenAPI documents declare for such fields.
+pub const ID_PATTERN: &str = "^[A-Za-z0-9._:@/-]+$";
+
+/// Checks an identifier: 1 to `max` characters of [`ID_PATTERN`]. The error names `field`.
+pub fn id<'a>(field: &str, raw: &'a str, max: usize) -> Result<&'a str, String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "._:@/-".contains(c);
+    if raw.is_empty() || raw.len() > max || !raw.chars().all(allowed) {
+        return Err(format!(
+            "{field} must be 1 to {max} letters, digits or . _ : @ / -, got {raw:?}"
+        ));
+    }
+    Ok(raw)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +153,40 @@ mod tests {
         assert!(display_name("   ").is_err());
         assert!(display_name(&"x".repeat(101)).is_err());
         assert!(display_name("a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn whole_numbers_may_be_written_as_floats() {
+        #[derive(serde::Deserialize)]
+        struct Line {
+            #[serde(deserialize_with = "whole_u32")]
+            quantity: u32,
+            #[serde(deserialize_with = "whole_i64")]
+            amount: i64,
+        }
+        let line: Line = serde_json::from_str(r#"{"quantity": 3.0, "amount": -7}"#).unwrap();
+        assert_eq!((line.quantity, line.amount), (3, -7));
+        for bad in [
+            r#"{"quantity": 3.5, "amount": 1}"#,
+            r#"{"quantity": -1, "amount": 1}"#,
+            r#"{"quantity": 1, "amount": 1e300}"#,
+            r#"{"quantity": 1, "amount": "1"}"#,
+        ] {
+            assert!(serde_json::from_str::<Line>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ids_are_plain_and_bounded() {
+        assert_eq!(id("order_id", "order-1", 10).unwrap(), "order-1");
+        assert!(id("order_id", "", 10).is_err());
+        assert!(id("order_id", "a b", 10).is_err());
+        assert!(id("order_id", "x\u{91}", 10).is_err());
+        assert!(
+            id("order_id", &"x".repeat(11), 10)
+                .unwrap_err()
+                .contains("1 to 10")
+        );
     }
 
     #[test]

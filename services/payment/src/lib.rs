@@ -101,14 +101,36 @@ impl From<ChargeError> for Problem {
     }
 }
 
+/// A charge id. Something that is not a UUID names no charge: 404, as for an unknown one
+/// (an order's `charge_id` is null until it is paid, and clients that follow it blindly
+/// should learn there is no such charge, not that they sent a malformed request).
 fn parse_id(raw: &str) -> Result<String, Problem> {
     uuid::Uuid::parse_str(raw)
         .map(|id| id.hyphenated().to_string())
-        .map_err(|_| Problem::bad_request(format!("`{raw}` is not a charge id; ids are UUIDs")))
+        .map_err(|_| Problem::not_found(format!("no charge has id `{raw}`; ids are UUIDs")))
 }
 
-fn check_order_id(order_id: &str) -> Result<(), String> {
-    sloop_kit::validate::text("order_id", order_id, 1, 100).map(drop)
+/// Orders are the store's, and its ids are UUIDs; the hyphenated lower-case form is the one
+/// stored, so one order never gets two charges under two spellings.
+fn check_order_id(order_id: &str) -> Result<String, String> {
+    uuid::Uuid::parse_str(order_id)
+        .map(|id| id.hyphenated().to_string())
+        .map_err(|_| format!("order_id `{order_id}` is not an order id; ids are UUIDs"))
+}
+
+/// A payment method is a slug: `card`, `test-decline`.
+fn check_method(method: &str) -> Result<(), Problem> {
+    let ok = !method.is_empty()
+        && method.len() <= 50
+        && method
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !ok {
+        return Err(Problem::validation(format!(
+            "payment_method must be 1 to 50 lower-case letters, digits or dashes, got {method:?}"
+        )));
+    }
+    Ok(())
 }
 
 #[utoipa::path(
@@ -128,10 +150,12 @@ async fn create_charge(
     Json(input): Json<NewCharge>,
 ) -> Result<(StatusCode, Json<Charge>), Problem> {
     caller.require_admin("charge orders")?;
-    check_order_id(&input.order_id).map_err(Problem::validation)?;
+    let input = NewCharge {
+        order_id: check_order_id(&input.order_id).map_err(Problem::validation)?,
+        ..input
+    };
     input.amount.check_positive().map_err(Problem::validation)?;
-    sloop_kit::validate::text("payment_method", &input.payment_method, 1, 50)
-        .map_err(Problem::validation)?;
+    check_method(&input.payment_method)?;
     let mut tx = state.db.begin().await.map_err(|e| Problem::internal(&e))?;
     let attempts = state.worker.attempts;
     let taker = charges::Taker::Caller {
@@ -185,7 +209,7 @@ async fn create_charge(
     responses(
         (status = 200, description = "The order's charge", body = Charge),
         (status = 403, description = "Only an admin or another service may do this", body = Problem),
-        (status = 400, description = "order_id empty, too long or with control characters", body = Problem),
+        (status = 400, description = "order_id is not a UUID", body = Problem),
         (status = 404, description = "The order has no charge", body = Problem),
     )
 )]
@@ -195,11 +219,11 @@ async fn find_charge(
     Query(query): Query<ChargeQuery>,
 ) -> Result<Json<Charge>, Problem> {
     caller.require_admin("read charges")?;
-    check_order_id(&query.order_id).map_err(Problem::bad_request)?;
-    charges::by_order(&state.db, &query.order_id)
+    let order_id = check_order_id(&query.order_id).map_err(Problem::bad_request)?;
+    charges::by_order(&state.db, &order_id)
         .await?
         .map(Json)
-        .ok_or_else(|| Problem::not_found(format!("order {} has no charge", query.order_id)))
+        .ok_or_else(|| Problem::not_found(format!("order {order_id} has no charge")))
 }
 
 #[utoipa::path(
@@ -241,7 +265,7 @@ async fn refund_charge(
         .reason
         .unwrap_or_else(|| "refunded on request".to_owned());
     let reason =
-        sloop_kit::validate::text("reason", &reason, 1, 500).map_err(Problem::validation)?;
+        sloop_kit::validate::name("reason", &reason, 1, 500).map_err(Problem::validation)?;
     let charge = charges::refund(&state.db, &state.outbox, &id, &reason).await?;
     debug_assert_eq!(charge.status, ChargeStatus::Refunded);
     Ok(Json(charge))

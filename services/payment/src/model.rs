@@ -63,11 +63,13 @@ pub struct Charge {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCharge {
-    /// The order paid for; one charge per order.
+    /// The order paid for (a store order's id); one charge per order.
+    #[schema(format = "uuid")]
     pub order_id: String,
     pub amount: Money,
     /// `card`, or `test-decline` for a card the provider always declines.
     #[serde(default = "default_method")]
+    #[schema(min_length = 1, max_length = 50, pattern = "^[a-z0-9-]+$")]
     pub payment_method: String,
 }
 
@@ -79,6 +81,11 @@ pub fn default_method() -> String {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefundRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub reason: Option<String>,
 }
 
@@ -86,6 +93,6 @@ pub struct RefundRequest {
 #[into_params(parameter_in = Query)]
 pub struct ChargeQuery {
     /// The order whose charge to find.
-    #[param(min_length = 1, max_length = 100)]
+    #[param(format = "uuid")]
     pub order_id: String,
 }

@@ -29,12 +29,17 @@ const REMEMBERED_ANSWERS: usize = 100_000;
 #[serde(deny_unknown_fields)]
 pub struct ProviderSettings {
     /// Median latency of a call, in milliseconds.
+    #[schema(minimum = 0, maximum = 10000)]
     pub latency_p50_ms: f64,
-    /// 99th-percentile latency of a call, in milliseconds (at least the median).
+    /// 99th-percentile latency of a call, in milliseconds; at least the median (a smaller
+    /// one is refused with 422).
+    #[schema(minimum = 0, maximum = 10000)]
     pub latency_p99_ms: f64,
     /// Share of charges declined (0 to 1), e.g. for insufficient funds.
+    #[schema(minimum = 0, maximum = 1)]
     pub decline_rate: f64,
     /// Share of calls that fail transiently (0 to 1) and are retried.
+    #[schema(minimum = 0, maximum = 1)]
     pub error_rate: f64,
 }
 
@@ -52,8 +57,12 @@ impl Default for ProviderSettings {
 impl ProviderSettings {
     /// Checks the settings make sense; the message says which field is wrong.
     pub fn validate(&self) -> Result<(), String> {
-        if !(self.latency_p50_ms.is_finite() && self.latency_p50_ms >= 0.0) {
-            return Err("latency_p50_ms must be a number of milliseconds, 0 or more".into());
+        if !(self.latency_p50_ms.is_finite()
+            && (0.0..=MAX_LATENCY_MS).contains(&self.latency_p50_ms))
+        {
+            return Err(format!(
+                "latency_p50_ms must be 0 to {MAX_LATENCY_MS} milliseconds"
+            ));
         }
         if !(self.latency_p99_ms.is_finite() && self.latency_p99_ms >= self.latency_p50_ms) {
             return Err("latency_p99_ms must be at least latency_p50_ms".into());

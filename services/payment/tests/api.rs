@@ -19,6 +19,13 @@ on_both_backends!(
     bad_input_and_roles,
 );
 
+const ORDER_1: &str = "0192f0c0-0000-7000-8000-000000000001";
+const ORDER_2: &str = "0192f0c0-0000-7000-8000-000000000002";
+const ORDER_3: &str = "0192f0c0-0000-7000-8000-000000000003";
+const ORDER_4: &str = "0192f0c0-0000-7000-8000-000000000004";
+const ORDER_5: &str = "0192f0c0-0000-7000-8000-000000000005";
+const ORDER_6: &str = "0192f0c0-0000-7000-8000-000000000006";
+
 async fn spawn(backend: TestBackend, provider: ProviderSettings) -> TestApp {
     let settings = PaymentSettings {
         provider,
@@ -41,7 +48,7 @@ fn charge(order: &str, cents: i64, method: &str) -> Value {
 
 async fn a_charge_is_made_once_per_order(backend: TestBackend) {
     let app = spawn(backend, instant()).await;
-    let first = app.post("/charges", &charge("order-1", 1999, "card")).await;
+    let first = app.post("/charges", &charge(ORDER_1, 1999, "card")).await;
     first.assert_status(201);
     let first = first.value();
     assert_eq!(first["status"], "succeeded");
@@ -53,15 +60,15 @@ async fn a_charge_is_made_once_per_order(backend: TestBackend) {
             .starts_with("sim_")
     );
 
-    let again = app.post("/charges", &charge("order-1", 1999, "card")).await;
+    let again = app.post("/charges", &charge(ORDER_1, 1999, "card")).await;
     again.assert_status(200);
     assert_eq!(again.value(), first, "a retry answers the same charge");
-    app.post("/charges", &charge("order-1", 2500, "card"))
+    app.post("/charges", &charge(ORDER_1, 2500, "card"))
         .await
         .assert_problem(409, "one order, one charge");
 
     let by_order = app
-        .get("/charges?order_id=order-1")
+        .get(&format!("/charges?order_id={ORDER_1}"))
         .await
         .assert_status(200)
         .value();
@@ -77,14 +84,14 @@ async fn a_charge_is_made_once_per_order(backend: TestBackend) {
     let published = app.memory_bus().events(events::TOPIC);
     assert_eq!(published.len(), 1);
     assert!(published[0].is(events::SUCCEEDED));
-    assert_eq!(published[0].subject, "order-1");
+    assert_eq!(published[0].subject, ORDER_1);
     app.stop().await;
 }
 
 async fn declines_and_refunds_are_announced(backend: TestBackend) {
     let app = spawn(backend, instant()).await;
     let declined = app
-        .post("/charges", &charge("order-2", 500, "test-decline"))
+        .post("/charges", &charge(ORDER_2, 500, "test-decline"))
         .await
         .assert_status(201)
         .value();
@@ -96,7 +103,7 @@ async fn declines_and_refunds_are_announced(backend: TestBackend) {
         .assert_problem(409, "only a succeeded charge");
 
     let paid = app
-        .post("/charges", &charge("order-3", 700, "card"))
+        .post("/charges", &charge(ORDER_3, 700, "card"))
         .await
         .assert_status(201)
         .value();
@@ -144,7 +151,7 @@ async fn transient_errors_are_retried_then_fail(backend: TestBackend) {
     )
     .await;
     let pending = app
-        .post("/charges", &charge("order-4", 900, "card"))
+        .post("/charges", &charge(ORDER_4, 900, "card"))
         .await
         .assert_status(201)
         .value();
@@ -154,7 +161,10 @@ async fn transient_errors_are_retried_then_fail(backend: TestBackend) {
     );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let failed = loop {
-        let now = app.get("/charges?order_id=order-4").await.value();
+        let now = app
+            .get(&format!("/charges?order_id={ORDER_4}"))
+            .await
+            .value();
         if now["status"] != "pending" {
             break now;
         }
@@ -180,7 +190,7 @@ async fn the_provider_changes_at_run_time(backend: TestBackend) {
     let declining = json!({ "latency_p50_ms": 1.0, "latency_p99_ms": 2.0, "decline_rate": 1.0, "error_rate": 0.0 });
     app.put("/provider", &declining).await.assert_status(200);
     let declined = app
-        .post("/charges", &charge("order-5", 100, "card"))
+        .post("/charges", &charge(ORDER_5, 100, "card"))
         .await
         .assert_status(201)
         .value();
@@ -202,10 +212,10 @@ async fn the_provider_changes_at_run_time(backend: TestBackend) {
 
 async fn bad_input_and_roles(backend: TestBackend) {
     let app = spawn(backend, instant()).await;
-    app.post("/charges", &charge("order-6", 0, "card"))
+    app.post("/charges", &charge(ORDER_6, 0, "card"))
         .await
         .assert_problem(422, "positive");
-    app.post("/charges", &charge("order-6", 100, ""))
+    app.post("/charges", &charge(ORDER_6, 100, ""))
         .await
         .assert_problem(422, "payment_method");
     app.post("/charges", &json!({ "order_id": "x" }))
@@ -213,10 +223,16 @@ async fn bad_input_and_roles(backend: TestBackend) {
         .assert_status(422);
     app.get("/charges/nope")
         .await
-        .assert_problem(400, "not a charge id");
+        .assert_problem(404, "no charge has id");
     app.get("/charges?order_id=missing")
         .await
+        .assert_problem(400, "not an order id");
+    app.get(&format!("/charges?order_id={}", uuid::Uuid::now_v7()))
+        .await
         .assert_problem(404, "no charge");
+    app.post("/charges", &charge("order-7", 100, "card"))
+        .await
+        .assert_problem(422, "not an order id");
     app.request(reqwest::Method::PUT, "/provider")
         .header("x-user-id", "someone")
         .json(&json!({ "latency_p50_ms": 1.0, "latency_p99_ms": 2.0, "decline_rate": 1.0, "error_rate": 0.0 }))

@@ -255,7 +255,16 @@ pub async fn search(
     let sort = query.sort.unwrap_or_default();
     let mut clauses: Vec<String> = Vec::new();
     let mut params: Vec<Param> = Vec::new();
-    for word in query.q.as_deref().unwrap_or("").split_whitespace() {
+    // Control characters never occur in stored text (names and descriptions refuse them),
+    // and PostgreSQL refuses NUL in a parameter: they are dropped from the words.
+    let q: String = query
+        .q
+        .as_deref()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control() || c.is_whitespace())
+        .collect();
+    for word in q.split_whitespace() {
         let pattern = format!("%{}%", escape_like(&word.to_lowercase()));
         let p = bind(Param::Text(pattern), &mut params);
         clauses.push(format!("p.search_text LIKE {p} ESCAPE '\\'"));

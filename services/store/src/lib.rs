@@ -133,7 +133,10 @@ impl From<CatalogError> for Problem {
     fn from(err: CatalogError) -> Self {
         match &err {
             CatalogError::NotFound(_) => Problem::not_found(err.to_string()),
-            CatalogError::UnknownCategory(_) => Problem::validation(err.to_string()),
+            // The request is well formed; the catalogue lacks what it refers to.
+            CatalogError::UnknownCategory(_) => {
+                Problem::conflict("unknown-category", err.to_string())
+            }
             CatalogError::DuplicateCategory(_) => {
                 Problem::conflict("duplicate-category", err.to_string())
             }
@@ -149,10 +152,14 @@ impl From<OrderError> for Problem {
     fn from(err: OrderError) -> Self {
         match &err {
             OrderError::NotFound(_) => Problem::not_found(err.to_string()),
-            OrderError::UnknownProduct(_)
-            | OrderError::MixedCurrencies(..)
-            | OrderError::KeyReused(_)
-            | OrderError::TotalOverflow => Problem::validation(err.to_string()),
+            // Well-formed requests the catalogue makes impossible, like missing stock.
+            OrderError::UnknownProduct(_) => Problem::conflict("unknown-product", err.to_string()),
+            OrderError::MixedCurrencies(..) => {
+                Problem::conflict("mixed-currencies", err.to_string())
+            }
+            OrderError::KeyReused(_) => Problem::validation(err.to_string()),
+            // The request is fine; the prices it meets make it impossible, like missing stock.
+            OrderError::TotalOverflow => Problem::conflict("total-too-large", err.to_string()),
             OrderError::OutOfStock { .. } => Problem::conflict("out-of-stock", err.to_string()),
             OrderError::NotCancellable(..) => Problem::conflict("not-cancellable", err.to_string()),
             OrderError::UnknownStatus { .. } | OrderError::Database(_) | OrderError::Outbox(_) => {
@@ -178,30 +185,25 @@ fn check_limit(limit: Option<u32>) -> Result<u32, Problem> {
     Ok(limit)
 }
 
+fn check_name(field: &str, value: &str, min: usize, max: usize) -> Result<String, Problem> {
+    sloop_kit::validate::name(field, value, min, max).map_err(Problem::validation)
+}
+
 fn check_text(field: &str, value: &str, min: usize, max: usize) -> Result<String, Problem> {
     sloop_kit::validate::text(field, value, min, max).map_err(Problem::validation)
 }
 
-/// A query parameter's text: bounded, without control characters.
-fn check_param(field: &str, value: Option<&str>, max: usize) -> Result<(), Problem> {
-    match value {
-        Some(v) => sloop_kit::validate::text(field, v, 0, max)
-            .map(drop)
-            .map_err(Problem::bad_request),
-        None => Ok(()),
-    }
-}
-
-fn check_slug(slug: &str) -> Result<(), Problem> {
+/// A slug (category, payment method): 1 to 50 lower-case letters, digits or dashes.
+fn check_slug(field: &str, slug: &str) -> Result<(), String> {
     let ok = !slug.is_empty()
         && slug.len() <= 50
         && slug
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !ok {
-        return Err(Problem::validation(format!(
-            "category slug must be 1 to 50 lower-case letters, digits or dashes, got {slug:?}"
-        )));
+        return Err(format!(
+            "{field} must be 1 to 50 lower-case letters, digits or dashes, got {slug:?}"
+        ));
     }
     Ok(())
 }
@@ -220,10 +222,10 @@ async fn create_category(
     Json(input): Json<Category>,
 ) -> Result<(StatusCode, Json<Category>), Problem> {
     caller.require_admin("manage the catalogue")?;
-    check_slug(&input.slug)?;
+    check_slug("category slug", &input.slug).map_err(Problem::validation)?;
     let category = Category {
         slug: input.slug,
-        name: check_text("name", &input.name, 1, 100)?,
+        name: check_name("name", &input.name, 1, 100)?,
     };
     catalog::create_category(&state.db, &category).await?;
     Ok((StatusCode::CREATED, Json(category)))
@@ -242,7 +244,8 @@ async fn list_categories(State(state): State<Store>) -> Result<Json<Vec<Category
     responses(
         (status = 201, description = "Created", body = Product),
         (status = 403, description = "Only an admin may manage the catalogue", body = Problem),
-        (status = 422, description = "Bad name, price, stock or an unknown category", body = Problem),
+        (status = 409, description = "No such category", body = Problem),
+        (status = 422, description = "Bad name, price or stock", body = Problem),
     )
 )]
 async fn create_product(
@@ -251,8 +254,9 @@ async fn create_product(
     Json(input): Json<NewProduct>,
 ) -> Result<(StatusCode, HeaderMap, Json<Product>), Problem> {
     caller.require_admin("manage the catalogue")?;
+    check_slug("category", &input.category).map_err(Problem::validation)?;
     let input = NewProduct {
-        name: check_text("name", &input.name, 1, 200)?,
+        name: check_name("name", &input.name, 1, 200)?,
         description: check_text("description", &input.description, 0, 2000)?,
         category: input.category,
         price: input.price,
@@ -294,6 +298,7 @@ async fn get_product(
         (status = 200, description = "The changed product", body = Product),
         (status = 403, description = "Only an admin may manage the catalogue", body = Problem),
         (status = 404, description = "No such product", body = Problem),
+        (status = 409, description = "No such category", body = Problem),
     )
 )]
 /// Changes a product. A new price applies to orders placed from now on; placed orders keep
@@ -308,12 +313,13 @@ async fn update_product(
     let id = parse_uuid(&id, "a product id")?;
     let mut product = catalog::get_product(&state.db, &id).await?;
     if let Some(name) = &patch.name {
-        product.name = check_text("name", name, 1, 200)?;
+        product.name = check_name("name", name, 1, 200)?;
     }
     if let Some(description) = &patch.description {
         product.description = check_text("description", description, 0, 2000)?;
     }
     if let Some(category) = patch.category {
+        check_slug("category", &category).map_err(Problem::validation)?;
         product.category = category;
     }
     if let Some(price) = patch.price {
@@ -371,9 +377,19 @@ async fn search_products(
             "min_price ({min}) is above max_price ({max})"
         )));
     }
-    check_param("q", query.q.as_deref(), 200)?;
-    check_param("category", query.category.as_deref(), 50)?;
-    check_param("currency", query.currency.as_deref(), 3)?;
+    if query.q.as_deref().is_some_and(|q| q.chars().count() > 200) {
+        return Err(Problem::bad_request("q must be at most 200 characters"));
+    }
+    if let Some(category) = &query.category {
+        check_slug("category", category).map_err(Problem::bad_request)?;
+    }
+    if let Some(currency) = &query.currency
+        && !(currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase()))
+    {
+        return Err(Problem::bad_request(format!(
+            "currency must be an ISO 4217 code like EUR, got {currency:?}"
+        )));
+    }
     let mut items = catalog::search(&state.db, &query, limit + 1)
         .await
         .map_err(|err| match err {
@@ -417,16 +433,12 @@ fn check_order(order: &NewOrder) -> Result<NewOrder, Problem> {
             quantity: line.quantity,
         });
     }
-    let payment_method = check_text("payment_method", &order.payment_method, 1, 50)?;
+    check_slug("payment_method", &order.payment_method).map_err(Problem::validation)?;
+    let payment_method = order.payment_method.clone();
     let normalized = orders::normalize(&NewOrder {
         lines,
         payment_method,
     });
-    if normalized.lines.iter().any(|l| l.quantity > 1000) {
-        return Err(Problem::validation(
-            "quantity must be at most 1000 per product",
-        ));
-    }
     Ok(normalized)
 }
 
@@ -437,8 +449,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     let key = value
         .to_str()
         .ok()
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= 200)
+        .filter(|k| !k.is_empty() && k.len() <= 200 && k.bytes().all(|b| b.is_ascii_graphic()))
         .ok_or_else(|| {
             Problem::bad_request("Idempotency-Key must be 1 to 200 visible ASCII characters")
         })?;
@@ -447,13 +458,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
 
 #[utoipa::path(
     post, path = "/orders", request_body = NewOrder,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes the request safe to retry: the same key with the same body answers the same order")),
+    params(("Idempotency-Key" = Option<String>, Header, max_length = 200, pattern = r"^[!-~]+$", description = "Makes the request safe to retry: the same key with the same body answers the same order")),
     responses(
         (status = 201, description = "Placed: stock is reserved and payment is being taken", body = Order),
         (status = 200, description = "Already placed with this Idempotency-Key (a retry)", body = Order),
         (status = 401, description = "Not signed in", body = Problem),
-        (status = 409, description = "Out of stock; nothing was reserved", body = Problem),
-        (status = 422, description = "Bad lines, an unknown product, or the Idempotency-Key reused for another order", body = Problem),
+        (status = 409, description = "Out of stock, an unknown product, prices in two currencies, or a total too large to charge; nothing was reserved", body = Problem),
+        (status = 422, description = "Bad lines, or the Idempotency-Key reused for another order", body = Problem),
     )
 )]
 /// Places an order for the signed-in user. Its stock is reserved at once (or the order is
@@ -562,7 +573,9 @@ async fn list_orders(
     Query(query): Query<OrderQuery>,
 ) -> Result<Json<OrderPage>, Problem> {
     let limit = check_limit(query.limit)?;
-    check_param("user_id", query.user_id.as_deref(), 100)?;
+    if let Some(user) = &query.user_id {
+        sloop_kit::validate::id("user_id", user, 100).map_err(Problem::bad_request)?;
+    }
     let user = match (&caller.0, &query.user_id) {
         (Some(caller), Some(user)) if user != &caller.user_id && !caller.is_admin() => {
             return Err(Problem::forbidden(

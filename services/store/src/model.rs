@@ -8,7 +8,13 @@ use utoipa::{IntoParams, ToSchema};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Category {
     /// Lower-case letters, digits and dashes, e.g. `kitchen`.
+    #[schema(min_length = 1, max_length = 50, pattern = "^[a-z0-9-]+$")]
     pub slug: String,
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
 }
 
@@ -30,16 +36,25 @@ pub struct Product {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewProduct {
-    #[schema(min_length = 1, max_length = 200)]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
     #[serde(default)]
-    #[schema(max_length = 2000)]
+    #[schema(
+        max_length = 2000,
+        pattern = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
+    )]
     pub description: String,
     /// The slug of an existing category.
+    #[schema(min_length = 1, max_length = 50, pattern = "^[a-z0-9-]+$")]
     pub category: String,
     pub price: Money,
     /// Units in stock to start with.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "sloop_kit::validate::whole_i64")]
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub available: i64,
 }
 
@@ -47,8 +62,18 @@ pub struct NewProduct {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductPatch {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: Option<String>,
+    #[schema(
+        max_length = 2000,
+        pattern = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
+    )]
     pub description: Option<String>,
+    #[schema(min_length = 1, max_length = 50, pattern = "^[a-z0-9-]+$")]
     pub category: Option<String>,
     pub price: Option<Money>,
 }
@@ -57,6 +82,8 @@ pub struct ProductPatch {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockChange {
+    #[schema(minimum = -1_000_000_000, maximum = 1_000_000_000)]
+    #[serde(deserialize_with = "sloop_kit::validate::whole_i64")]
     pub add: i64,
 }
 
@@ -81,20 +108,24 @@ pub enum ProductSort {
 #[into_params(parameter_in = Query)]
 pub struct ProductQuery {
     /// Words that must all appear in the name or description (case-insensitive).
+    #[param(max_length = 200)]
     pub q: Option<String>,
     /// A category slug.
+    #[param(min_length = 1, max_length = 50, pattern = "^[a-z0-9-]+$")]
     pub category: Option<String>,
     /// Lowest price, minor units, inclusive.
     pub min_price: Option<i64>,
     /// Highest price, minor units, inclusive.
     pub max_price: Option<i64>,
     /// Only prices in this currency.
+    #[param(pattern = "^[A-Z]{3}$")]
     pub currency: Option<String>,
     #[param(inline)]
     pub sort: Option<ProductSort>,
     /// `next_cursor` of the previous page, with the same filters and sort.
     pub cursor: Option<String>,
     /// 1 to 100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
 }
 
@@ -139,6 +170,7 @@ pub struct LineRequest {
     #[schema(format = "uuid")]
     pub product_id: String,
     #[schema(minimum = 1, maximum = 1000)]
+    #[serde(deserialize_with = "sloop_kit::validate::whole_u32")]
     pub quantity: u32,
 }
 
@@ -147,9 +179,12 @@ pub struct LineRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrder {
+    /// One line per product (lines for the same product are added up).
+    #[schema(min_items = 1, max_items = 50)]
     pub lines: Vec<LineRequest>,
     /// `card` (the default), or `test-decline` for a card the provider always declines.
     #[serde(default = "default_payment_method")]
+    #[schema(min_length = 1, max_length = 50, pattern = "^[a-z0-9-]+$")]
     pub payment_method: String,
 }
 
@@ -196,11 +231,15 @@ pub struct Order {
 #[into_params(parameter_in = Query)]
 pub struct OrderQuery {
     /// Admins only: another user's orders (default: your own).
+    #[param(max_length = 100, pattern = "^[A-Za-z0-9._:@/-]+$")]
     pub user_id: Option<String>,
     #[param(inline)]
     pub status: Option<OrderStatus>,
+    /// `next_cursor` of the previous page.
+    #[param(format = "uuid")]
     pub cursor: Option<String>,
     /// 1 to 100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
 }
 

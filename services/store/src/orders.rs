@@ -37,7 +37,7 @@ pub enum OrderError {
     NotCancellable(String, &'static str),
     #[error("order {id} has status {status:?} in the database, which this version does not know")]
     UnknownStatus { id: String, status: String },
-    #[error("the order total overflows")]
+    #[error("the order's total is larger than any amount that can be charged; order fewer")]
     TotalOverflow,
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),

@@ -270,7 +270,7 @@ async fn out_of_stock_is_refused_at_once_and_reserves_nothing(backend: TestBacke
     let (status, problem) = shop
         .order("ada", &uuid::Uuid::now_v7().to_string(), 1, "card")
         .await;
-    assert_eq!(status, 422, "{problem}");
+    assert_eq!(status, 409, "an unknown product: {problem}");
     let (status, problem) = shop.order("ada", &kettle, 0, "card").await;
     assert_eq!(status, 422, "{problem}");
     let orders = shop.store.get("/orders").await.assert_status(200).value();
