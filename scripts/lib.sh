@@ -49,35 +49,41 @@ ensure_schemathesis() {
   export SCHEMATHESIS
 }
 
-# The Tansu Kafka-protocol broker 0.6.0 from crates.io, built with one fix of ours
-# (third_party/tansu/*.patch: in 0.6.0 one failed storage request, or a client that goes
-# away mid-request, stops the storage for good, and writes already acknowledged are lost)
-# into ~/.cache/sloop when missing: about 15 minutes on two cores, once. Sets TANSU_BIN.
+# The Tansu Kafka-protocol broker 0.6.0 from crates.io, built with fixes of ours
+# (third_party/tansu/<crate>--<fix>.patch, each applied to the crate it names; see
+# third_party/tansu/README.md) into ~/.cache/sloop when missing: about 15 minutes on two
+# cores, once. Sets TANSU_BIN.
 TANSU_VERSION=0.6.0
-TANSU_BUILD="tansu-$TANSU_VERSION-sloop2"
+TANSU_BUILD="tansu-$TANSU_VERSION-sloop3"
 ensure_tansu() {
   local root="$HOME/.cache/sloop/$TANSU_BUILD"
   if [[ ! -x "$root/bin/tansu" ]]; then
     echo "==> building the Tansu broker $TANSU_VERSION with third_party/tansu patches (once, about 15 minutes)"
-    local src
+    local src patch crate patched=()
     src="$(mktemp -d /tmp/sloop-tansu-src.XXXXXX)"
-    local crate
-    for crate in tansu tansu-storage; do
-      curl -sSfL "https://static.crates.io/crates/$crate/$crate-$TANSU_VERSION.crate" | tar xz -C "$src"
+    curl -sSfL "https://static.crates.io/crates/tansu/tansu-$TANSU_VERSION.crate" | tar xz -C "$src"
+    for patch in third_party/tansu/*--*.patch; do
+      crate="$(basename "$patch")"
+      crate="${crate%%--*}"
+      if [[ ! -d "$src/$crate-$TANSU_VERSION" ]]; then
+        curl -sSfL "https://static.crates.io/crates/$crate/$crate-$TANSU_VERSION.crate" | tar xz -C "$src"
+        patched+=("$crate")
+      fi
+      patch -d "$src/$crate-$TANSU_VERSION" -p1 <"$patch"
     done
-    local patch
-    for patch in third_party/tansu/*.patch; do
-      patch -d "$src/tansu-storage-$TANSU_VERSION" -p1 <"$patch"
+    # Build tansu against the patched crates, keeping every other version its lock file pins.
+    printf '\n[patch.crates-io]\n' >>"$src/tansu-$TANSU_VERSION/Cargo.toml"
+    for crate in "${patched[@]}"; do
+      printf '%s = { path = "../%s-%s" }\n' "$crate" "$crate" "$TANSU_VERSION" \
+        >>"$src/tansu-$TANSU_VERSION/Cargo.toml"
     done
-    # Build tansu against the patched storage, keeping every other version its lock file pins.
-    printf '\n[patch.crates-io]\ntansu-storage = { path = "../tansu-storage-%s" }\n' "$TANSU_VERSION" \
-      >>"$src/tansu-$TANSU_VERSION/Cargo.toml"
-    python3 - "$src/tansu-$TANSU_VERSION/Cargo.lock" <<'PY'
+    python3 - "$src/tansu-$TANSU_VERSION/Cargo.lock" "${patched[@]}" <<'PY'
 import re, sys
-path = sys.argv[1]
+path, crates = sys.argv[1], sys.argv[2:]
 lock = open(path).read()
-# The patched package comes from a path now: no registry source, no checksum.
-lock = re.sub(r'(name = "tansu-storage"\nversion = "[^"]+"\n)source = "[^"]+"\nchecksum = "[^"]+"\n', r"\1", lock)
+# The patched packages come from a path now: no registry source, no checksum.
+for crate in crates:
+    lock = re.sub(r'(name = "%s"\nversion = "[^"]+"\n)source = "[^"]+"\nchecksum = "[^"]+"\n' % re.escape(crate), r"\1", lock)
 open(path, "w").write(lock)
 PY
     cargo install --path "$src/tansu-$TANSU_VERSION" --locked --features libsql --root "$root"

@@ -15,7 +15,7 @@ const INSTALL: &str = "run ./scripts/test.sh, or `source scripts/lib.sh && ensur
                        builds Tansu 0.6.0 with the fix in third_party/tansu into ~/.cache/sloop";
 
 /// Where `ensure_tansu` (scripts/lib.sh) builds the patched broker, under the home folder.
-const PATCHED_BUILD: &str = ".cache/sloop/tansu-0.6.0-sloop2/bin/tansu";
+const PATCHED_BUILD: &str = ".cache/sloop/tansu-0.6.0-sloop3/bin/tansu";
 
 /// A running Tansu broker, stopped when dropped.
 pub struct Broker {
