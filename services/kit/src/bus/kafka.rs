@@ -254,7 +254,10 @@ impl Subscription {
             .store_offset(
                 &delivery.message.topic,
                 delivery.partition,
-                delivery.offset + 1,
+                // librdkafka stores `offset + 1` itself (rd_kafka_offset_store): passing the
+                // next offset here committed one past it, and a restarted member skipped a
+                // message per partition.
+                delivery.offset,
             )
             .map_err(|e| BusError::Commit {
                 topic: delivery.message.topic.clone(),
