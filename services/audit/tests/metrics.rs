@@ -2,8 +2,6 @@
 //! `other`), and the chain gauge following each verification, in a format Prometheus
 //! accepts. One test in its own binary, as the registry is process-wide.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::json;
@@ -56,7 +54,7 @@ async fn entries_and_chain_state_are_exported() {
         "undeclared types never become label values"
     );
     line(&body, &["audit_chain_intact{service=\"audit\"} 1"]);
-    promtool_accepts(&body);
+    sloop_kit::testing::assert_promtool_accepts(&body);
 
     sqlx::query("UPDATE audit_log SET subject = 'u-3' WHERE seq = 2")
         .execute(app.db().pool())
@@ -66,30 +64,4 @@ async fn entries_and_chain_state_are_exported() {
     let body = app.get("/metrics").await.text();
     line(&body, &["audit_chain_intact{service=\"audit\"} 0"]);
     app.stop().await;
-}
-
-fn promtool_accepts(body: &str) {
-    let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".to_owned());
-    let mut check = Command::new(&promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run `{promtool}` ({e}); install it with `apt-get install prometheus` or run ./scripts/test.sh")
-        });
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = check.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

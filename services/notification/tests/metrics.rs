@@ -1,8 +1,6 @@
 //! `/metrics` carries the delivery metrics, labelled by service and channel only, in a
 //! format Prometheus accepts.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use sloop_events::user as user_events;
@@ -53,28 +51,6 @@ async fn delivery_metrics_pass_promtool() {
         "raw ids must never become label values"
     );
 
-    let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".to_owned());
-    let mut check = Command::new(&promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run `{promtool}` ({e}); install it with `apt-get install prometheus` or run ./scripts/test.sh")
-        });
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = check.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sloop_kit::testing::assert_promtool_accepts(&body);
     app.stop().await;
 }

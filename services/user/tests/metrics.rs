@@ -1,8 +1,5 @@
 //! `/metrics` exposes RED metrics by route template, in a format Prometheus accepts.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use serde_json::json;
 use sloop_kit::testing::{TestApp, TestBackend};
 
@@ -69,28 +66,6 @@ async fn metrics_use_route_templates_and_pass_promtool() {
         "scrapes are not API traffic"
     );
 
-    let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".to_owned());
-    let mut check = Command::new(&promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot run `{promtool}` ({e}); install it with `apt-get install prometheus` or run ./scripts/test.sh")
-        });
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = check.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    sloop_kit::testing::assert_promtool_accepts(&body);
     app.stop().await;
 }

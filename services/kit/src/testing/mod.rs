@@ -78,6 +78,36 @@ pub async fn fresh_database_url(backend: TestBackend) -> String {
     }
 }
 
+/// Asserts that Prometheus' `promtool check metrics` accepts a `/metrics` body (names,
+/// help text, types); fails saying how to install promtool when it is missing.
+pub fn assert_promtool_accepts(body: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".to_owned());
+    let mut check = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run `{promtool}` ({e}); install it with `apt-get install prometheus` or run ./scripts/test.sh")
+        });
+    check
+        .stdin
+        .take()
+        .expect("promtool's stdin")
+        .write_all(body.as_bytes())
+        .expect("write to promtool");
+    let out = check.wait_with_output().expect("promtool's result");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// How to start a service for a test.
 pub struct TestAppBuilder {
     service: Service,
