@@ -17,13 +17,15 @@ pub mod http;
 mod logs;
 pub mod metrics;
 pub mod propagation;
+pub mod scope;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use opentelemetry::global::BoxedTracer;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
@@ -59,8 +61,8 @@ pub enum InitError {
 /// Keeps the exporters alive; [`TelemetryGuard::shutdown`] flushes them. Dropping the guard
 /// without calling it still flushes traces, but cannot wait for Loki.
 pub struct TelemetryGuard {
-    tracer_provider: SdkTracerProvider,
-    loki: Option<(
+    tracer_providers: Vec<SdkTracerProvider>,
+    loki: Vec<(
         tracing_loki::BackgroundTaskController,
         tokio::task::JoinHandle<()>,
     )>,
@@ -71,7 +73,8 @@ pub struct TelemetryGuard {
 impl std::fmt::Debug for TelemetryGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TelemetryGuard")
-            .field("loki", &self.loki.is_some())
+            .field("services", &self.tracer_providers.len())
+            .field("loki", &!self.loki.is_empty())
             .field("sentry", &self.sentry.is_some())
             .finish()
     }
@@ -81,12 +84,12 @@ impl TelemetryGuard {
     /// Exports every buffered span, log line and error, waiting at most a few seconds for
     /// each sink so a dead collector cannot block shutdown.
     pub async fn shutdown(mut self) {
-        if let Some((controller, task)) = self.loki.take() {
+        for (controller, task) in std::mem::take(&mut self.loki) {
             controller.shutdown().await;
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
-        let provider = self.tracer_provider.clone();
-        let _ = tokio::task::spawn_blocking(move || flush_traces(&provider)).await;
+        let providers = self.tracer_providers.clone();
+        let _ = tokio::task::spawn_blocking(move || providers.iter().for_each(flush_traces)).await;
         self.flushed = true;
         if let Some(sentry) = self.sentry.take() {
             // The transport's own timeouts bound this; the outer one is a backstop.
@@ -99,14 +102,16 @@ impl TelemetryGuard {
 
     /// Exports buffered spans now, without shutting down (tests use it to read their spans).
     pub fn force_flush(&self) {
-        let _ = self.tracer_provider.force_flush();
+        for provider in &self.tracer_providers {
+            let _ = provider.force_flush();
+        }
     }
 }
 
 impl Drop for TelemetryGuard {
     fn drop(&mut self) {
         if !self.flushed {
-            flush_traces(&self.tracer_provider);
+            self.tracer_providers.iter().for_each(flush_traces);
         }
     }
 }
@@ -139,77 +144,183 @@ pub fn init(service: &str) -> Result<TelemetryGuard, InitError> {
 
 /// Starts telemetry from an explicit configuration.
 pub fn init_with(config: TelemetryConfig) -> Result<TelemetryGuard, InitError> {
-    SDK_DISABLED.store(config.sdk_disabled, Ordering::Relaxed);
     crate::metrics::install();
-    let tracer_provider = build_tracer_provider(&config)?;
+    start(vec![ServiceTelemetry {
+        scope: None,
+        config,
+    }])
+}
 
-    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
-    layers.push(stdout_layer(&config)?);
-    if !config.sdk_disabled {
-        // Spans go to OTLP whatever RUST_LOG says: quieting logs must not break traces.
-        layers.push(
-            tracing_opentelemetry::layer()
-                .with_tracer(tracer_provider.tracer(config.service_name.clone()))
-                // Idle/busy timings cost a clock read per poll and no one reads them. Source
-                // locations, threads and targets describe our code, not the operation, and
-                // the semantic conventions have no place for them on a request's span.
-                .with_tracked_inactivity(false)
-                // Making each entered span the OpenTelemetry current context costs a context
-                // clone and a thread-local push on every poll of every instrumented future;
-                // our code always asks a span for its context (`span.context()`) instead.
-                .with_context_activation(false)
-                .with_location(false)
-                .with_threads(false)
-                .with_target(false)
-                .with_filter(LevelFilter::INFO)
-                .boxed(),
-        );
+/// Starts telemetry for several services sharing this process (`sloop up`), each with its
+/// own identity: spans made on a thread entered into a service's [`scope`] carry that
+/// service's `service.name`, its metrics go to its own registry, its log lines name it.
+/// `OTEL_SERVICE_NAME` is not read: one name cannot be right for all of them.
+pub fn init_services(services: &[&'static str]) -> Result<TelemetryGuard, InitError> {
+    let mut telemetry = Vec::with_capacity(services.len());
+    for service in services {
+        let mut config = TelemetryConfig::from_env(service)?;
+        config.service_name = (*service).to_owned();
+        telemetry.push(ServiceTelemetry {
+            scope: Some(service),
+            config,
+        });
     }
-    let loki = match &config.loki_url {
-        Some(url) => {
-            let (layer, controller, task) = loki_layer(&config, url)?;
-            layers.push(layer.with_filter(env_filter(&config)?).boxed());
-            Some((controller, tokio::spawn(task)))
-        }
-        None => None,
+    crate::metrics::install_per_service(services).map_err(|_| InitError::AlreadyInitialized)?;
+    start(telemetry)
+}
+
+/// One service's telemetry settings, and the scope its threads enter when it shares the
+/// process (`None`: it has the process to itself).
+struct ServiceTelemetry {
+    scope: Option<&'static str>,
+    config: TelemetryConfig,
+}
+
+/// The tracer providers of services sharing the process, for [`tracer`].
+static SCOPED_PROVIDERS: OnceLock<Vec<(&'static str, SdkTracerProvider)>> = OnceLock::new();
+
+/// A tracer of the current service, for spans built by hand rather than through `tracing`.
+pub fn tracer(instrumentation: &'static str) -> BoxedTracer {
+    let scoped = SCOPED_PROVIDERS.get().and_then(|providers| {
+        let current = scope::current()?;
+        providers.iter().find(|(service, _)| *service == current)
+    });
+    match scoped {
+        Some((_, provider)) => BoxedTracer::new(Box::new(provider.tracer(instrumentation))),
+        None => opentelemetry::global::tracer(instrumentation),
+    }
+}
+
+fn start(services: Vec<ServiceTelemetry>) -> Result<TelemetryGuard, InitError> {
+    // Log format and filter, Sentry and the SDK switch come from the one environment every
+    // service of the process shares.
+    let shared = &services.first().expect("at least one service").config;
+    SDK_DISABLED.store(shared.sdk_disabled, Ordering::Relaxed);
+    let process_name = match services.first().and_then(|s| s.scope) {
+        Some(_) => "sloop",
+        None => shared.service_name.as_str(),
     };
-    let sentry = config.sentry_dsn.as_ref().map(|dsn| {
-        // Errors become Sentry events; warnings and info become breadcrumbs sent with them.
-        // Traces stay with OpenTelemetry, so Sentry's span layer is not installed.
-        use sentry::integrations::tracing::{BreadcrumbLayer, ErrorLayer};
-        layers.push(
-            BreadcrumbLayer::new()
-                .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-                    matches!(*meta.level(), tracing::Level::WARN | tracing::Level::INFO)
-                }))
-                .boxed(),
-        );
-        // tracing-loki reports its own failed pushes at ERROR: a Loki outage is not an
-        // application error, and would otherwise send an event per retry. A panic is
-        // reported by Sentry's panic handler, with its backtrace, not by its log line.
-        layers.push(
-            ErrorLayer::new()
-                .with_filter(LevelFilter::ERROR)
-                .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
-                    !meta.target().starts_with("tracing_loki") && meta.target() != PANIC_TARGET
-                }))
-                .boxed(),
-        );
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> =
+        vec![stdout_layer(shared, process_name)?];
+    let mut tracer_providers = Vec::with_capacity(services.len());
+    let mut loki = Vec::new();
+    for service in &services {
+        tracer_providers.push(build_tracer_provider(&service.config)?);
+        if let Some(url) = &service.config.loki_url {
+            let (layer, controller, task) = loki_layer(&service.config, url)?;
+            let layer = layer.with_filter(env_filter(&service.config)?).boxed();
+            layers.push(in_scope(service.scope, layer));
+            loki.push((controller, tokio::spawn(task)));
+        }
+    }
+    if !shared.sdk_disabled {
+        let scoped: Vec<_> = services
+            .iter()
+            .zip(&tracer_providers)
+            .filter_map(|(service, provider)| {
+                let scope = service.scope?;
+                Some((scope, provider.tracer(service.config.service_name.clone())))
+            })
+            .collect();
+        layers.push(if scoped.is_empty() {
+            span_layer(tracer_providers[0].tracer(shared.service_name.clone()))
+        } else {
+            span_layer(scope::ScopedTracer {
+                services: scoped,
+                outside: SdkTracerProvider::builder().build().tracer("outside"),
+            })
+        });
+    }
+    let sentry = shared.sentry_dsn.as_ref().map(|dsn| {
+        layers.extend(sentry_layers());
         SENTRY_ENABLED.store(true, Ordering::Relaxed);
-        init_sentry(&config, dsn)
+        init_sentry(shared, dsn)
     });
 
     tracing_subscriber::registry()
         .with(layers)
         .try_init()
         .map_err(|_| InitError::AlreadyInitialized)?;
-    opentelemetry::global::set_tracer_provider(tracer_provider.clone());
+    let scoped: Vec<_> = services
+        .iter()
+        .zip(&tracer_providers)
+        .filter_map(|(service, provider)| Some((service.scope?, provider.clone())))
+        .collect();
+    if scoped.is_empty() {
+        opentelemetry::global::set_tracer_provider(tracer_providers[0].clone());
+    } else {
+        let _ = SCOPED_PROVIDERS.set(scoped);
+    }
     Ok(TelemetryGuard {
-        tracer_provider,
+        tracer_providers,
         loki,
         sentry,
         flushed: false,
     })
+}
+
+/// `layer` (a Loki stream) seeing only what threads of `scope` do; everything when there is
+/// no scope.
+fn in_scope(
+    scope: Option<&'static str>,
+    layer: Box<dyn Layer<Registry> + Send + Sync>,
+) -> Box<dyn Layer<Registry> + Send + Sync> {
+    match scope {
+        None => layer,
+        Some(service) => layer
+            // A dynamic filter: a plain `filter_fn` is asked once per callsite and its
+            // answer cached, so the first service to reach a shared callsite (the kit's
+            // request span) would keep it for good.
+            .with_filter(tracing_subscriber::filter::dynamic_filter_fn(
+                move |_, _| scope::current() == Some(service),
+            ))
+            .boxed(),
+    }
+}
+
+/// Spans to OTLP, whatever RUST_LOG says: quieting logs must not break traces.
+fn span_layer<T>(tracer: T) -> Box<dyn Layer<Registry> + Send + Sync>
+where
+    T: opentelemetry::trace::Tracer + Send + Sync + 'static,
+    T::Span: Send + Sync,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        // Idle/busy timings cost a clock read per poll and no one reads them. Source
+        // locations, threads and targets describe our code, not the operation, and the
+        // semantic conventions have no place for them on a request's span.
+        .with_tracked_inactivity(false)
+        // Making each entered span the OpenTelemetry current context costs a context clone
+        // and a thread-local push on every poll of every instrumented future; our code
+        // always asks a span for its context (`span.context()`) instead.
+        .with_context_activation(false)
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_filter(LevelFilter::INFO)
+        .boxed()
+}
+
+/// Errors become Sentry events; warnings and info become breadcrumbs sent with them. Traces
+/// stay with OpenTelemetry, so Sentry's span layer is not installed.
+fn sentry_layers() -> [Box<dyn Layer<Registry> + Send + Sync>; 2] {
+    use sentry::integrations::tracing::{BreadcrumbLayer, ErrorLayer};
+    [
+        BreadcrumbLayer::new()
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                matches!(*meta.level(), tracing::Level::WARN | tracing::Level::INFO)
+            }))
+            .boxed(),
+        // tracing-loki reports its own failed pushes at ERROR: a Loki outage is not an
+        // application error, and would otherwise send an event per retry. A panic is
+        // reported by Sentry's panic handler, with its backtrace, not by its log line.
+        ErrorLayer::new()
+            .with_filter(LevelFilter::ERROR)
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                !meta.target().starts_with("tracing_loki") && meta.target() != PANIC_TARGET
+            }))
+            .boxed(),
+    ]
 }
 
 /// The target of the log line for a request whose handler panicked. Sentry's panic handler
@@ -234,18 +345,27 @@ fn env_filter(config: &TelemetryConfig) -> Result<EnvFilter, InitError> {
         .add_directive(trace_only))
 }
 
+/// Log lines on stdout; `service` names lines logged outside every service's scope.
 fn stdout_layer(
     config: &TelemetryConfig,
+    service: &str,
 ) -> Result<Box<dyn Layer<Registry> + Send + Sync>, InitError> {
     let filter = env_filter(config)?;
+    let service = service.to_owned();
     Ok(match config.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .fmt_fields(logs::FlatFields)
-            .event_format(logs::FlatJson)
+            .event_format(logs::FlatJson { service })
             .with_filter(filter)
             .boxed(),
         // The default text format prints each span's fields, trace_id and span_id included.
-        LogFormat::Pretty => tracing_subscriber::fmt::layer().with_filter(filter).boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .event_format(logs::WithService {
+                inner: tracing_subscriber::fmt::format(),
+                service,
+            })
+            .with_filter(filter)
+            .boxed(),
     })
 }
 

@@ -20,9 +20,39 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
-/// Formats each event as one JSON object: time, level, target, span, span fields, event fields.
-#[derive(Debug, Default)]
-pub struct FlatJson;
+/// The text format with the service in front of each line, so the lines of services sharing
+/// one terminal (`sloop up`) can be told apart.
+#[derive(Debug)]
+pub struct WithService<F> {
+    pub inner: F,
+    pub service: String,
+}
+
+impl<S, N, F> FormatEvent<S, N> for WithService<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let service = crate::scope::current().unwrap_or(&self.service);
+        write!(writer, "{service:>12} ")?;
+        self.inner.format_event(ctx, writer, event)
+    }
+}
+
+/// Formats each event as one JSON object: time, level, service, target, span, span fields,
+/// event fields. `service` is the service the thread works for ([`crate::scope`]), or the
+/// process's own name outside every scope.
+#[derive(Debug)]
+pub struct FlatJson {
+    pub service: String,
+}
 
 impl<S> FormatEvent<S, FlatFields> for FlatJson
 where
@@ -38,6 +68,8 @@ where
         let mut line = Map::new();
         line.insert("timestamp".into(), Value::String(now_rfc3339()));
         line.insert("level".into(), Value::String(meta.level().to_string()));
+        let service = crate::scope::current().unwrap_or(&self.service);
+        line.insert("service".into(), Value::String(service.to_owned()));
         line.insert("target".into(), Value::String(meta.target().to_owned()));
         if let Some(scope) = ctx.event_scope() {
             let mut leaf_name = None;
@@ -213,7 +245,9 @@ mod tests {
         let subscriber = tracing_subscriber::registry().with(
             tracing_subscriber::fmt::layer()
                 .fmt_fields(FlatFields)
-                .event_format(FlatJson)
+                .event_format(FlatJson {
+                    service: "user".into(),
+                })
                 .with_writer(move || writer.clone()),
         );
         tracing::subscriber::with_default(subscriber, || {

@@ -1,15 +1,20 @@
-//! The process-wide Prometheus recorder and the `/metrics` route that renders it.
+//! The process-wide Prometheus recorder and the `/metrics` route that renders it: one
+//! registry per process, or one per service when several share the process.
 //!
 //! Metric names follow the OpenTelemetry HTTP semantic conventions, Prometheus-named. The
 //! duration buckets include 0.2 s because the latency SLO is read from the `le="0.2"` bucket.
 
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 pub const SERVER_DURATION: &str = "http_server_request_duration_seconds";
 pub const SERVER_REQUESTS: &str = "http_server_requests_total";
@@ -44,26 +49,124 @@ pub const DURATION_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
 ];
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static REGISTRY: OnceLock<Registry> = OnceLock::new();
 
-/// Installs the global recorder once and returns its handle; later calls return the same one,
-/// so several services (or tests) in one process share a single registry.
+/// Where this process's metrics are kept.
+enum Registry {
+    /// One service in the process: one registry.
+    Single(PrometheusHandle),
+    /// Several services in one process (`sloop up`): a registry per service, picked by the
+    /// thread's [`crate::scope`], and one for metrics recorded outside every scope (never
+    /// served).
+    PerService {
+        services: BTreeMap<&'static str, PrometheusHandle>,
+        outside: PrometheusHandle,
+    },
+}
+
+impl Registry {
+    fn current(&self) -> &PrometheusHandle {
+        match self {
+            Registry::Single(handle) => handle,
+            Registry::PerService { services, outside } => crate::scope::current()
+                .and_then(|service| services.get(service))
+                .unwrap_or(outside),
+        }
+    }
+}
+
+/// Metrics were set up already, so they cannot be split per service any more.
+#[derive(Debug, thiserror::Error)]
+#[error("metrics are already installed in this process")]
+pub struct AlreadyInstalled;
+
+fn build_recorder() -> PrometheusRecorder {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_duration_seconds".to_owned()),
+            DURATION_BUCKETS,
+        )
+        .expect("bucket list is non-empty")
+        .build_recorder()
+}
+
+/// Installs the global recorder once and returns the handle of the current service's
+/// registry; later calls install nothing, so several tests in one process share a registry.
 pub fn install() -> &'static PrometheusHandle {
-    HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                Matcher::Suffix("_duration_seconds".to_owned()),
-                DURATION_BUCKETS,
-            )
-            .expect("bucket list is non-empty")
-            .build_recorder();
-        let handle = recorder.handle();
-        // Another recorder may already be installed (e.g. by a test harness); ours then
-        // renders nothing, which the metrics tests would show.
-        let _ = metrics::set_global_recorder(recorder);
-        describe();
-        handle
-    })
+    REGISTRY
+        .get_or_init(|| {
+            let recorder = build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (e.g. by a test harness); ours then
+            // renders nothing, which the metrics tests would show.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            Registry::Single(handle)
+        })
+        .current()
+}
+
+/// Installs one registry per service, each holding only what that service's threads
+/// record. Must come before anything records a metric.
+pub fn install_per_service(services: &[&'static str]) -> Result<(), AlreadyInstalled> {
+    let recorder = PerServiceRecorder {
+        services: services.iter().map(|s| (*s, build_recorder())).collect(),
+        outside: build_recorder(),
+    };
+    let registry = Registry::PerService {
+        services: recorder
+            .services
+            .iter()
+            .map(|(service, r)| (*service, r.handle()))
+            .collect(),
+        outside: recorder.outside.handle(),
+    };
+    REGISTRY.set(registry).map_err(|_| AlreadyInstalled)?;
+    metrics::set_global_recorder(recorder).map_err(|_| AlreadyInstalled)?;
+    for service in services {
+        crate::scope::with(service, describe);
+    }
+    Ok(())
+}
+
+/// Sends each metric to the registry of the service whose thread records it.
+struct PerServiceRecorder {
+    services: BTreeMap<&'static str, PrometheusRecorder>,
+    outside: PrometheusRecorder,
+}
+
+impl PerServiceRecorder {
+    fn current(&self) -> &PrometheusRecorder {
+        crate::scope::current()
+            .and_then(|service| self.services.get(service))
+            .unwrap_or(&self.outside)
+    }
+}
+
+impl Recorder for PerServiceRecorder {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.current().describe_counter(key, unit, description);
+    }
+
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.current().describe_gauge(key, unit, description);
+    }
+
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.current().describe_histogram(key, unit, description);
+    }
+
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        self.current().register_counter(key, metadata)
+    }
+
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        self.current().register_gauge(key, metadata)
+    }
+
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        self.current().register_histogram(key, metadata)
+    }
 }
 
 fn describe() {
@@ -140,7 +243,7 @@ fn describe() {
     );
 }
 
-/// A router serving `GET /metrics`: the Prometheus text format, or OpenMetrics with the
+/// A router serving `GET /metrics` for the current service: the Prometheus text format, or OpenMetrics with the
 /// duration histogram's exemplars when the scrape asks for it (Prometheus does by default).
 pub fn router() -> Router {
     let handle = install();

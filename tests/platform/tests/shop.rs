@@ -1,20 +1,12 @@
 //! The shop journey (catalogue, search, a confirmed and a declined order, notifications,
-//! the audit chain) through the gateway in both ways the platform runs: every service in
-//! one process on SQLite with the in-memory bus, and every service as its own process on
-//! its own PostgreSQL database with events over a Tansu broker.
+//! the audit chain) through the gateway with every service as its own process on its own
+//! PostgreSQL database, events over a Tansu broker. The embedded mode runs the same
+//! journey against `sloop up` (`platform/tests/up.rs`).
 
 use platform_tests::api::ApiClient;
-use platform_tests::in_process::InProcess;
 use platform_tests::shop::shop_journey;
 use platform_tests::{Platform, gateway_config_file};
 use sloop_kit::testing::OtlpReceiver;
-
-#[tokio::test(flavor = "multi_thread")]
-async fn the_shop_journey_in_one_process_on_sqlite_and_the_memory_bus() {
-    let platform = InProcess::start().await;
-    shop_journey(&ApiClient::new(platform.gateway.url(""))).await;
-    platform.stop().await;
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_shop_journey_against_processes_on_postgres_and_tansu() {

@@ -83,7 +83,7 @@ impl Identity {
         if parent.is_none() {
             return;
         }
-        let tracer = opentelemetry::global::tracer("sloop-kit");
+        let tracer = telemetry::tracer("sloop-kit");
         let mut span = tracer
             .span_builder("acquire connection")
             .with_kind(SpanKind::Internal)
