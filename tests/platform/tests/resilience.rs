@@ -33,11 +33,7 @@ const CATCH_UP: Duration = Duration::from_secs(180);
 /// One platform at a time: two at once on a two-core machine measure the machine.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Lost 3 of ~2000 events after the SIGKILL: the kit committed one past each applied
-/// message (fixed in bus/kafka.rs, proved by services/kit/tests/offsets.rs). Not yet re-run
-/// with the fix: `cargo test -p platform-tests --test resilience -- --ignored`.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "re-run after the offset fix before counting it"]
 async fn notification_killed_mid_stream_loses_and_duplicates_nothing() {
     let _turn = ONE_AT_A_TIME.lock().await;
     orders_survive(Fault::KillNotification).await;
