@@ -90,6 +90,7 @@ impl AuthArgs {
                 token_lifetime: self.access_ttl + Duration::from_secs(60),
             },
             rotation_check: AuthSettings::default().rotation_check,
+            refresh_cleanup_every: AuthSettings::default().refresh_cleanup_every,
             hash_cost: HashCost {
                 memory_kib: self.hash_memory_kib,
                 iterations: self.hash_iterations,

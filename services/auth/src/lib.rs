@@ -27,6 +27,7 @@ use sloop_kit::{
     UpstreamError, validate,
 };
 use sqlx::migrate::Migrator;
+use tokio_util::sync::CancellationToken;
 use utoipa::{OpenApi, ToSchema};
 
 use keys::{KeyError, KeyRing, KeySettings};
@@ -46,6 +47,8 @@ pub struct AuthSettings {
     pub keys: KeySettings,
     /// How often the rotation worker looks whether a new key is due.
     pub rotation_check: Duration,
+    /// How often refresh-token families whose every token expired are deleted.
+    pub refresh_cleanup_every: Duration,
     pub hash_cost: HashCost,
     /// Emails that get the admin role when they register.
     pub admin_emails: Vec<String>,
@@ -71,6 +74,7 @@ impl Default for AuthSettings {
                 token_lifetime: access_ttl + Duration::from_secs(60),
             },
             rotation_check: Duration::from_secs(60),
+            refresh_cleanup_every: Duration::from_secs(3600),
             hash_cost: HashCost::OWASP,
             admin_emails: Vec::new(),
             failures_per_account: 5,
@@ -83,6 +87,7 @@ impl Default for AuthSettings {
 /// The auth service, described once.
 pub fn service(settings: AuthSettings) -> Service {
     let rotation = settings.clone();
+    let cleanup_every = settings.refresh_cleanup_every;
     Service::new(NAME, PORT)
         .database(&MIGRATIONS)
         .upstream("user", sloop_user_port())
@@ -96,8 +101,28 @@ pub fn service(settings: AuthSettings) -> Service {
             }
             ring.keep_rotating(rotation.rotation_check, stop).await;
         })
+        .worker("refresh-token-cleanup", move |ctx, stop| {
+            delete_expired_refresh_tokens(ctx.db().clone(), cleanup_every, stop)
+        })
         .api(move |ctx| router(Auth::new(ctx, settings)))
         .openapi(ApiDoc::openapi())
+}
+
+/// Deletes expired refresh-token families `every` so long, the first time at start.
+async fn delete_expired_refresh_tokens(db: Database, every: Duration, stop: CancellationToken) {
+    loop {
+        match store::delete_expired_families(&db, now_millis()).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, "deleted expired refresh tokens"),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot delete expired refresh tokens; retrying later")
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 /// The user service's conventional port, where registration creates profiles.

@@ -315,6 +315,30 @@ pub async fn revoke_family(db: &Database, family_id: &str, now_ms: i64) -> Resul
     Ok(done.rows_affected())
 }
 
+/// Families deleted per statement.
+const EXPIRED_FAMILIES_BATCH: i64 = 500;
+
+/// Deletes the refresh-token families whose newest token expired before `before_ms`.
+/// A family goes whole: while any of its tokens could still be presented, the rotated ones
+/// must stay, or their reuse would no longer be recognised (and the family revoked).
+pub async fn delete_expired_families(db: &Database, before_ms: i64) -> Result<u64, StoreError> {
+    let mut deleted = 0;
+    loop {
+        let done = sqlx::query(
+            "DELETE FROM refresh_tokens WHERE family_id IN (SELECT family_id FROM refresh_tokens \
+             GROUP BY family_id HAVING MAX(expires_at_ms) < $1 LIMIT $2)",
+        )
+        .bind(before_ms)
+        .bind(EXPIRED_FAMILIES_BATCH)
+        .execute(db.executor())
+        .await?;
+        deleted += done.rows_affected();
+        if done.rows_affected() == 0 {
+            return Ok(deleted);
+        }
+    }
+}
+
 /// Revokes every refresh token of a user (suspended, deleted).
 pub async fn revoke_user(tx: &mut Tx, user_id: &str, now_ms: i64) -> Result<u64, StoreError> {
     let done = sqlx::query(

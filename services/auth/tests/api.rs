@@ -115,6 +115,7 @@ on_both_backends!(
     registration_refuses_bad_input_and_duplicates,
     registration_during_a_user_service_outage_leaves_no_account,
     refresh_rotates_and_reuse_revokes_the_family,
+    expired_refresh_token_families_are_deleted,
     logout_revokes_the_sign_in,
     failed_logins_are_throttled_per_account_and_address,
     a_suspended_user_can_no_longer_sign_in_or_refresh,
@@ -274,6 +275,50 @@ async fn refresh_rotates_and_reuse_revokes_the_family(backend: TestBackend) {
     statuses.sort();
     assert_eq!(statuses, [200, 401]);
     p.stop().await;
+}
+
+/// A family goes once its newest token expired, not before: while the newest lives, its
+/// rotated tokens stay so their reuse is still recognised.
+async fn expired_refresh_token_families_are_deleted(backend: TestBackend) {
+    let mut settings = settings();
+    settings.tokens.refresh_ttl = Duration::from_secs(2);
+    settings.refresh_cleanup_every = Duration::from_millis(200);
+    let p = platform_with(backend, settings).await;
+    p.register("old@example.com").await;
+    let first = p.tokens("old@example.com").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let second = p
+        .refresh(&first["refresh_token"])
+        .await
+        .assert_status(200)
+        .value();
+    // The first token expired, the second has a second left: both rows stay.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(refresh_rows(&p).await, 2);
+    p.refresh(&first["refresh_token"])
+        .await
+        .assert_problem(401, "already used");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while refresh_rows(&p).await > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the expired family was never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    p.refresh(&second["refresh_token"])
+        .await
+        .assert_problem(401, "unknown");
+    p.stop().await;
+}
+
+async fn refresh_rows(p: &Platform) -> i64 {
+    let (rows,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM refresh_tokens")
+        .fetch_one(p.auth.db().pool())
+        .await
+        .unwrap();
+    rows
 }
 
 async fn logout_revokes_the_sign_in(backend: TestBackend) {

@@ -58,9 +58,31 @@ pub struct ServiceArgs {
     /// Most fault rules active at once.
     #[arg(long, env = "CHAOS_MAX_FAULTS", default_value_t = chaos::DEFAULT_CAP)]
     pub chaos_max_faults: usize,
+
+    /// How long a published event stays in the outbox table before it is deleted.
+    #[arg(long, env = "OUTBOX_RETENTION", default_value = "7days", value_parser = sloop_duration::parse_positive)]
+    pub outbox_retention: Duration,
+
+    /// How long the id of an applied event is kept to recognise a redelivery. Keep it longer
+    /// than the bus may redeliver (Kafka: the topics' retention).
+    #[arg(long, env = "PROCESSED_EVENTS_RETENTION", default_value = "7days", value_parser = sloop_duration::parse_positive)]
+    pub processed_events_retention: Duration,
+
+    /// How often rows past their retention are looked for.
+    #[arg(long, env = "RETENTION_SWEEP", default_value = "10m", value_parser = sloop_duration::parse_positive)]
+    pub retention_sweep: Duration,
 }
 
 impl ServiceArgs {
+    /// How long the kit keeps its own rows.
+    pub fn retention(&self) -> crate::retention::Retention {
+        crate::retention::Retention {
+            outbox: self.outbox_retention,
+            processed_events: self.processed_events_retention,
+            every: self.retention_sweep,
+        }
+    }
+
     /// How chaos was asked for; the token comes only from the environment (CHAOS_TOKEN), so
     /// it never shows in a process listing.
     pub fn chaos_switch(&self) -> chaos::Switch {

@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod outbox;
 pub mod problem;
 pub mod ratelimit;
+pub mod retention;
 pub mod server;
 pub mod service;
 #[cfg(feature = "testing")]

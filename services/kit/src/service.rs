@@ -36,6 +36,7 @@ use crate::db::{Database, DbError, redact};
 use crate::event::{DEAD_LETTER_SUFFIX, EventType};
 use crate::health::Check;
 use crate::outbox::{Outbox, Relay, RelaySettings};
+use crate::retention::{self, Retention};
 use crate::server::{Limits, Server, app};
 use crate::upstream::{CallPolicy, Upstream};
 
@@ -330,6 +331,10 @@ impl Service {
         if let Some(chaos) = &chaos {
             tracker.spawn(chaos.faults.clone().run_sweeper(stopping.clone()));
         }
+        if let Some(db) = &db {
+            let (db, stop) = (db.clone(), stopping.clone());
+            tracker.spawn(retention::run(name, db, settings.retention, stop));
+        }
         for (worker, work) in self.workers {
             let future = work(ctx.clone(), stopping.clone());
             tracker.spawn(async move {
@@ -419,6 +424,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Fault injection: off by default.
     pub chaos: chaos::Switch,
+    /// How long the kit's own rows (published outbox events, applied-event ids) are kept.
+    pub retention: Retention,
 }
 
 impl Settings {
@@ -436,6 +443,7 @@ impl Settings {
             limits: Limits::from(args),
             shutdown_timeout: args.shutdown_timeout,
             chaos: args.chaos_switch(),
+            retention: args.retention(),
         }
     }
 }

@@ -17,6 +17,7 @@ pub use telemetry::testing::{OtlpReceiver, ReceivedSpan, SPAN_KIND_CLIENT, SPAN_
 
 use crate::Database;
 use crate::bus::{EventBus, MemoryBus};
+use crate::retention::Retention;
 use crate::server::Limits;
 use crate::service::{Context, Running, Service, Settings};
 
@@ -184,6 +185,7 @@ impl TestAppBuilder {
             limits: self.limits,
             shutdown_timeout: Duration::from_secs(5),
             chaos: self.chaos,
+            retention: Retention::default(),
         };
         let running = self
             .service
