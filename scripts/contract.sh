@@ -24,9 +24,9 @@ done
 
 ensure_packages
 ensure_schemathesis
-shop=(store payment notification audit)
-echo "==> cargo build (sloop-user, sloop-auth, sloop-gateway, ${shop[*]/#/sloop-})"
-cargo build --locked -q -p sloop-user -p sloop-auth -p sloop-gateway "${shop[@]/#/-psloop-}"
+domain=(store payment notification audit batch)
+echo "==> cargo build (sloop-user, sloop-auth, sloop-gateway, ${domain[*]/#/sloop-})"
+cargo build --locked -q -p sloop-user -p sloop-auth -p sloop-gateway "${domain[@]/#/-psloop-}"
 
 work="$(mktemp -d /tmp/sloop-contract.XXXXXX)"
 cleanup() {
@@ -44,19 +44,19 @@ AUTH_HASH_MEMORY_KIB=1024 AUTH_HASH_ITERATIONS=1 AUTH_ADMIN_EMAILS=contract@exam
   target/debug/sloop-auth --listen "127.0.0.1:$auth_port" --database-url "sqlite://$work/auth.db" \
   --upstream "user=http://127.0.0.1:$user_port" >"$work/auth.log" 2>&1 &
 SLOOP_PIDS+=("$!")
-declare -A shop_port
+declare -A domain_port
 upstreams=(--upstream "user=http://127.0.0.1:$user_port" --upstream "auth=http://127.0.0.1:$auth_port")
-for name in "${shop[@]}"; do
-  shop_port[$name]="$(free_port)"
-  "target/debug/sloop-$name" --listen "127.0.0.1:${shop_port[$name]}" \
+for name in "${domain[@]}"; do
+  domain_port[$name]="$(free_port)"
+  "target/debug/sloop-$name" --listen "127.0.0.1:${domain_port[$name]}" \
     --database-url "sqlite://$work/$name.db" >"$work/$name.log" 2>&1 &
   SLOOP_PIDS+=("$!")
-  upstreams+=(--upstream "$name=http://127.0.0.1:${shop_port[$name]}")
+  upstreams+=(--upstream "$name=http://127.0.0.1:${domain_port[$name]}")
 done
 target/debug/sloop-gateway --listen "127.0.0.1:$gateway_port" "${upstreams[@]}" \
   >"$work/gateway.log" 2>&1 &
 SLOOP_PIDS+=("$!")
-for port in "$user_port" "$auth_port" "${shop_port[@]}" "$gateway_port"; do
+for port in "$user_port" "$auth_port" "${domain_port[@]}" "$gateway_port"; do
   wait_for_http "http://127.0.0.1:$port/readyz"
 done
 
@@ -90,15 +90,18 @@ fuzz auth "http://127.0.0.1:$auth_port/openapi.json" -H "x-user-id: contract" -H
 # A UUID, like every user id the platform makes, so links the fuzzer follows from a record's
 # user_id to /api/users/{id} stay meaningful.
 admin=(-H "x-user-id: 0192f0c0-0000-7000-8000-00000000c0de" -H "x-user-roles: user,admin")
-# Four operations have a rule JSON Schema cannot state, so the fuzzer takes some inputs
+# Five operations have a rule JSON Schema cannot state, so the fuzzer takes some inputs
 # they refuse (400/422, with a message saying why) for valid ones: a product search's cursor
 # is opaque (only one the service made decodes), an order's Idempotency-Key may not come
-# back with another body, an audit query's `from` must not be after its `to`, and the
-# provider's p99 must not be below its median. They are fuzzed without that one check
+# back with another body, an audit query's `from` must not be after its `to`, the
+# provider's p99 must not be below its median, and a batch run's `from` must not be after
+# its `to` (nor may cleanup, which reports on no period, take either). They are fuzzed
+# without that one check
 # ("valid data is accepted"); everything else with every check.
-cross_field=("GET /products" "POST /orders" "GET /audit/events" "PUT /provider")
+cross_field=("GET /products" "POST /orders" "GET /audit/events" "PUT /provider"
+  "POST /jobs/{job}/runs")
 gateway_cross_field=("GET /api/products" "POST /api/orders" "GET /api/audit/events"
-  "PUT /api/payments/provider")
+  "PUT /api/payments/provider" "POST /api/batch/jobs/{job}/runs")
 fuzz_split() {
   local name="$1" url="$2"; shift 2
   local -n ops="$1"; shift
@@ -107,14 +110,15 @@ fuzz_split() {
   fuzz "$name" "$url" "$@" "${exclude[@]}"
   fuzz "$name-cross-field" "$url" "$@" "${include[@]}" --exclude-checks positive_data_acceptance
 }
-fuzz_split store "http://127.0.0.1:${shop_port[store]}/openapi.json" cross_field "${admin[@]}"
-fuzz_split payment "http://127.0.0.1:${shop_port[payment]}/openapi.json" cross_field "${admin[@]}"
-fuzz notification "http://127.0.0.1:${shop_port[notification]}/openapi.json" "${admin[@]}"
-fuzz_split audit "http://127.0.0.1:${shop_port[audit]}/openapi.json" cross_field "${admin[@]}"
+fuzz_split store "http://127.0.0.1:${domain_port[store]}/openapi.json" cross_field "${admin[@]}"
+fuzz_split payment "http://127.0.0.1:${domain_port[payment]}/openapi.json" cross_field "${admin[@]}"
+fuzz notification "http://127.0.0.1:${domain_port[notification]}/openapi.json" "${admin[@]}"
+fuzz_split audit "http://127.0.0.1:${domain_port[audit]}/openapi.json" cross_field "${admin[@]}"
+fuzz_split batch "http://127.0.0.1:${domain_port[batch]}/openapi.json" cross_field "${admin[@]}"
 fuzz_split gateway "http://127.0.0.1:$gateway_port/openapi.json" gateway_cross_field \
   -H "Authorization: Bearer $token"
 if ((status != 0)); then
-  for log in user auth "${shop[@]}" gateway; do
+  for log in user auth "${domain[@]}" gateway; do
     echo "--- $log log (last lines)"; tail -n 20 "$work/$log.log"
   done
 fi

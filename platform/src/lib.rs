@@ -17,13 +17,14 @@ use tokio_util::sync::CancellationToken;
 
 /// The services `sloop up` runs, in the order they start: each after the ones it calls, the
 /// gateway last, once everything it routes to listens.
-pub const SERVICES: [&str; 7] = [
+pub const SERVICES: [&str; 8] = [
     "user",
     "auth",
     "store",
     "payment",
     "notification",
     "audit",
+    "batch",
     "gateway",
 ];
 
@@ -286,6 +287,7 @@ fn build_service(
         "payment" => sloop_payment::service(Default::default()),
         "notification" => sloop_notification::service(Default::default()),
         "audit" => sloop_audit::service(),
+        "batch" => sloop_batch::service(Default::default()),
         "gateway" => {
             let mut config = options
                 .gateway_config

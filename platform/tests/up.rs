@@ -220,6 +220,7 @@ async fn each_metrics_endpoint_holds_only_its_services_series(platform: &SloopUp
         ("payment", "payment_provider_requests_total"),
         ("notification", "notification_deliveries_total"),
         ("audit", "audit_entries_total"),
+        ("batch", "batch_read_model_events_total"),
     ];
     let client = reqwest::Client::new();
     for service in sloop::SERVICES {

@@ -3,8 +3,11 @@
 //! platform binary, tests) keep their series apart. Every label value comes from a fixed
 //! set (job names, triggers, statuses, fact types), never from a request.
 //!
+//! The job's label is `job_name`, not `job`: Prometheus gives every scraped series its
+//! own `job` (the scrape job) and would rename ours to `exported_job`.
+//!
 //! With several instances each exports its own series: alert on
-//! `max by (job) (batch_job_last_success_timestamp_seconds)`. Each instance also reads the
+//! `max by (job_name) (batch_job_last_success_timestamp_seconds)`. Each instance also reads the
 //! last success of every job from the database now and then (see the scheduler), so the
 //! gauge is right on an instance that did not run the job itself, and after a restart.
 
@@ -48,15 +51,15 @@ pub fn describe() {
 
 /// Records one finished run.
 pub fn run_finished(job: &'static str, trigger: Trigger, status: RunStatus, took: Duration) {
-    histogram!(DURATION, "service" => NAME, "job" => job, "status" => status.as_str())
+    histogram!(DURATION, "service" => NAME, "job_name" => job, "status" => status.as_str())
         .record(took.as_secs_f64());
-    counter!(RUNS, "service" => NAME, "job" => job, "trigger" => trigger.as_str(), "status" => status.as_str())
+    counter!(RUNS, "service" => NAME, "job_name" => job, "trigger" => trigger.as_str(), "status" => status.as_str())
         .increment(1);
 }
 
 /// Sets when `job` last succeeded, in Unix milliseconds.
 pub fn last_success(job: &'static str, at_ms: i64) {
-    gauge!(LAST_SUCCESS, "service" => NAME, "job" => job).set(at_ms as f64 / 1000.0);
+    gauge!(LAST_SUCCESS, "service" => NAME, "job_name" => job).set(at_ms as f64 / 1000.0);
 }
 
 /// Counts one event applied to the read model.

@@ -68,20 +68,20 @@ async fn runs_and_read_model_events_are_exported() {
     let runs = line(&[
         "batch_job_runs_total{",
         "service=\"batch\"",
-        "job=\"sales-report\"",
+        "job_name=\"sales-report\"",
         "trigger=\"manual\"",
         "status=\"succeeded\"",
     ]);
     assert!(runs.ends_with(" 1"), "{runs}");
     line(&[
         "batch_job_duration_seconds_bucket{",
-        "job=\"sales-report\"",
+        "job_name=\"sales-report\"",
         "status=\"succeeded\"",
         "le=\"0.2\"",
     ]);
     let last = line(&[
         "batch_job_last_success_timestamp_seconds{",
-        "job=\"sales-report\"",
+        "job_name=\"sales-report\"",
     ]);
     let seconds: f64 = last.rsplit(' ').next().unwrap().parse().unwrap();
     let now = sloop_kit::clock::now_millis() as f64 / 1000.0;

@@ -30,8 +30,9 @@ async fn main() -> anyhow::Result<()> {
             sloop_notification::cli::run(sloop_notification::cli::Cli::parse_from(argv)).await?
         }
         "audit" => sloop_audit::cli::run(sloop_audit::cli::Cli::parse_from(argv)).await?,
+        "batch" => sloop_batch::cli::run(sloop_batch::cli::Cli::parse_from(argv)).await?,
         other => anyhow::bail!(
-            "no service `{other}`; use user, auth, gateway, store, payment, notification or audit"
+            "no service `{other}`; use user, auth, gateway, store, payment, notification, audit or batch"
         ),
     }
     Ok(())

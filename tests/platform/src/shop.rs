@@ -1,7 +1,8 @@
 //! The shop journey through the gateway, the same against every way the platform runs:
 //! an admin stocks the catalogue, a customer browses and searches, orders (confirmed) and
 //! orders with a card that is declined (cancelled, stock returned), reads the notifications
-//! both produced, and the admin finds the audit chain intact with each event exactly once.
+//! both produced, and the admin finds the audit chain intact with each event exactly once
+//! and both orders in a sales report the batch service builds from the events.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -46,7 +47,8 @@ pub async fn shop_journey(api: &ApiClient) {
     browse_and_search(api, &kettle).await;
 
     let confirmed = order(api, &ann, &kettle, 2, "card", Some("ann-checkout-1")).await;
-    assert_eq!(settle(api, &ann, &confirmed).await["status"], "confirmed");
+    let first = settle(api, &ann, &confirmed).await;
+    assert_eq!(first["status"], "confirmed");
     // The retry of the same checkout answers the same order.
     let retried = order(api, &ann, &kettle, 2, "card", Some("ann-checkout-1")).await;
     assert_eq!(retried, confirmed);
@@ -77,6 +79,80 @@ pub async fn shop_journey(api: &ApiClient) {
 
     read_notifications(api, &ann, &confirmed, &declined).await;
     audit_holds_every_event_once(api, &admin, &ann).await;
+    // The orders' events happened between the first order's creation and the second's
+    // cancellation: the report covers those days (one, unless the journey crossed midnight).
+    let first_day = day_of(&first["created_at"]);
+    let last_day = day_of(&cancelled["updated_at"]);
+    sales_report_counts_both_orders(api, &admin, &ann, &first_day, &last_day).await;
+}
+
+/// The UTC day of an RFC 3339 time.
+fn day_of(time: &Value) -> String {
+    let time = time
+        .as_str()
+        .unwrap_or_else(|| panic!("not a time: {time}"));
+    time.get(..10).expect("an RFC 3339 time").to_owned()
+}
+
+/// The admin runs the sales report over the journey's days until batch's read model holds
+/// both orders: one confirmed with its revenue, one cancelled. Customers see no jobs.
+async fn sales_report_counts_both_orders(
+    api: &ApiClient,
+    admin: &Account,
+    ann: &Account,
+    from: &str,
+    to: &str,
+) {
+    let (status, _) = api.get("/api/batch/jobs", Some(&ann.token)).await;
+    assert_eq!(status, 403, "only admins see batch jobs");
+    let token = Some(admin.token.as_str());
+    eventually("both orders in the sales report", SETTLE, || async {
+        let trigger = format!("/api/batch/jobs/sales-report/runs?from={from}&to={to}");
+        let (status, run) = api.send(reqwest::Method::POST, &trigger, token, None).await;
+        assert_eq!(status, 202, "{run}");
+        let run_id = run["id"].as_str().expect("run id");
+        let run = finished_run(api, admin, run_id).await;
+        assert_eq!(run["status"], "succeeded", "{run}");
+        let (status, report) = api
+            .get(&format!("/api/batch/runs/{run_id}/report"), token)
+            .await;
+        assert_eq!(status, 200, "{report}");
+        let rows = report["rows"].as_array().expect("rows");
+        let sum = |column: &str| -> i64 {
+            rows.iter()
+                .filter(|row| row["currency"] == "EUR")
+                .map(|row| row[column].as_i64().unwrap_or(0))
+                .sum()
+        };
+        let seen = (
+            sum("orders_confirmed"),
+            sum("orders_cancelled"),
+            sum("revenue"),
+        );
+        if seen == (1, 1, 2 * 2599) {
+            Ok(())
+        } else {
+            Err(format!(
+                "confirmed, cancelled, revenue: {seen:?} in {report}"
+            ))
+        }
+    })
+    .await;
+}
+
+/// The run `id` once it has ended.
+async fn finished_run(api: &ApiClient, admin: &Account, id: &str) -> Value {
+    eventually(&format!("batch run {id} ends"), SETTLE, || async {
+        let (status, run) = api
+            .get(&format!("/api/batch/runs/{id}"), Some(&admin.token))
+            .await;
+        assert_eq!(status, 200, "{run}");
+        if run["status"] == "running" {
+            return Err(run.to_string());
+        }
+        Ok(run)
+    })
+    .await
 }
 
 async fn stock_the_catalogue(api: &ApiClient, admin: &Account, ann: &Account) -> (String, String) {
