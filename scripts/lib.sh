@@ -218,10 +218,10 @@ start_user_service() {
 # Prints the resident memory samples of file $1 (KiB, one per line, the first taken while
 # idle): idle, median and peak in MiB.
 rss_summary() {
-  local idle
+  local idle label="${2:-sloop-user}"
   idle="$(head -n 1 "$1")"
-  sort -n "$1" | awk -v idle="${idle:-0}" '{v[NR] = $1} END {
+  sort -n "$1" | awk -v idle="${idle:-0}" -v label="$label" '{v[NR] = $1} END {
     if (!NR) exit
-    printf "==> sloop-user RSS: idle %.1f MiB, median %.1f MiB, peak %.1f MiB (%d samples, 1/s)\n",
-      idle / 1024, v[int((NR + 1) / 2)] / 1024, v[NR] / 1024, NR }'
+    printf "==> %s RSS: idle %.1f MiB, median %.1f MiB, peak %.1f MiB (%d samples, 1/s)\n",
+      label, idle / 1024, v[int((NR + 1) / 2)] / 1024, v[NR] / 1024, NR }'
 }

@@ -12,12 +12,34 @@
 #   - the OpenAPI contracts: schemathesis fuzzes user, auth and the gateway
 #     (scripts/contract.sh);
 #   - the load proof: the user service's 1000 requests/s mix, as release binaries with
-#     telemetry on, for 20 s (scripts/load-user.sh; the thresholds decide its exit status).
+#     telemetry on, for 20 s (scripts/load-user.sh; the thresholds decide its exit status);
+#   - the distributed mode: scripts/distributed-up.sh starts every service as its own
+#     process (the debug builds the tests used) on its own PostgreSQL database with Tansu,
+#     the shop journey runs through its gateway, scripts/distributed-down.sh stops it.
 # Extra arguments go to `cargo test`, e.g. `./scripts/test.sh -p sloop-user`, and skip
 # the contract and load stages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
+
+# The distributed mode as README starts it, on ports of its own, with the shop journey
+# through its gateway; stopped and deleted whatever the outcome.
+distributed_journey() {
+  local run_dir status=0
+  run_dir="$(mktemp -d /tmp/sloop-distributed.XXXXXX)"
+  chmod 755 "$run_dir"
+  # The debug binaries `cargo test` built: this stage proves the wiring, not the speed,
+  # and a release build of every service would cost CI minutes for nothing.
+  export SLOOP_RUN_DIR="$run_dir" SLOOP_PORT_OFFSET=30000 SLOOP_PG_PORT="$(free_port)" \
+    SLOOP_KAFKA_PORT="$(free_port)" AUTH_ADMIN_EMAILS=admin@example.com SLOOP_BIN_DIR=target/debug
+  if ./scripts/distributed-up.sh; then
+    cargo run --locked -q -p platform-tests --example journey -- http://127.0.0.1:38080 || status=$?
+  else
+    status=$?
+  fi
+  ./scripts/distributed-down.sh --purge || true
+  return "$status"
+}
 
 ensure_packages
 ensure_tansu
@@ -44,4 +66,6 @@ if (($# == 0)); then
   ./scripts/contract.sh
   echo "==> load proof: user-mix at 1000 requests/s for 20 s (release build)"
   ./scripts/load-user.sh --duration 20s --out target/load/user-mix
+  echo "==> distributed mode: scripts/distributed-up.sh, the shop journey, scripts/distributed-down.sh"
+  distributed_journey
 fi
