@@ -9,7 +9,8 @@ use crate::BatchSettings;
 use crate::jobs::MAX_PERIOD_DAYS;
 use crate::schedule::JobSchedule;
 
-/// The sloop batch service: scheduled jobs (daily user statistics, a sales report, cleanup)
+/// The sloop batch service: scheduled jobs (daily user statistics, a sales report, chat
+/// activity, cleanup)
 /// with a run history, a manual trigger and reports as JSON or CSV. Runs are kept to one at
 /// a time per job across instances by a lease in the database.
 ///
@@ -36,6 +37,9 @@ struct BatchArgs {
     /// When sales-report runs (UTC cron pattern, or `off`).
     #[arg(long, env = "BATCH_SALES_REPORT_SCHEDULE", default_value = crate::DEFAULT_SALES_REPORT_SCHEDULE, value_parser = JobSchedule::parse)]
     sales_report_schedule: JobSchedule,
+    /// When chat-activity runs (UTC cron pattern, or `off`).
+    #[arg(long, env = "BATCH_CHAT_ACTIVITY_SCHEDULE", default_value = crate::DEFAULT_CHAT_ACTIVITY_SCHEDULE, value_parser = JobSchedule::parse)]
+    chat_activity_schedule: JobSchedule,
     /// When cleanup runs (UTC cron pattern, or `off`).
     #[arg(long, env = "BATCH_CLEANUP_SCHEDULE", default_value = crate::DEFAULT_CLEANUP_SCHEDULE, value_parser = JobSchedule::parse)]
     cleanup_schedule: JobSchedule,
@@ -45,6 +49,9 @@ struct BatchArgs {
     /// Days a sales-report run reports on, ending the day before its run (1: yesterday).
     #[arg(long, env = "BATCH_SALES_REPORT_DAYS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_PERIOD_DAYS)))]
     sales_report_days: u32,
+    /// Days a chat-activity run reports on, ending the day before its run (1: yesterday).
+    #[arg(long, env = "BATCH_CHAT_ACTIVITY_DAYS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_PERIOD_DAYS)))]
+    chat_activity_days: u32,
     /// Cleanup deletes runs and read-model days older than this, e.g. `90days`.
     #[arg(long, env = "BATCH_RETENTION", default_value = "90days", value_parser = sloop_duration::parse_positive)]
     retention: Duration,
@@ -70,9 +77,11 @@ impl BatchArgs {
         BatchSettings {
             user_stats_schedule: self.user_stats_schedule.clone(),
             sales_report_schedule: self.sales_report_schedule.clone(),
+            chat_activity_schedule: self.chat_activity_schedule.clone(),
             cleanup_schedule: self.cleanup_schedule.clone(),
             user_stats_days: self.user_stats_days,
             sales_report_days: self.sales_report_days,
+            chat_activity_days: self.chat_activity_days,
             retention: self.retention,
             lease_ttl: self.lease_ttl,
             tick: self.tick,

@@ -4,11 +4,9 @@
 //!
 //! An event counts on the UTC day of its own `time` (when the change happened), not the
 //! day it arrived, so a late or replayed event lands on the right day.
-//!
-//! Chat activity joins here once the chat service publishes events: its topic in
-//! [`TOPICS`], an arm in [`fact`], a `batch_daily_chat` table and a job in `jobs.rs`.
 
 use futures::future::BoxFuture;
+use sloop_events::chat as chat_events;
 use sloop_events::store as store_events;
 use sloop_events::user as user_events;
 use sloop_kit::clock::parse_rfc3339;
@@ -16,15 +14,15 @@ use sloop_kit::{Consumer, Event, Handler, HandlerError, Tx};
 
 use crate::metrics;
 use crate::schedule::format_day;
-use crate::store::{self, Sales};
+use crate::store::{self, ChatMessage, Sales};
 
 /// The consumer group; keep it stable, the kit keeps offsets and processed ids under it.
 pub const GROUP: &str = "batch";
 
 /// The topics the read model is built from.
-pub const TOPICS: [&str; 2] = [user_events::TOPIC, store_events::TOPIC];
+pub const TOPICS: [&str; 3] = [user_events::TOPIC, store_events::TOPIC, chat_events::TOPIC];
 
-/// The `batch` consumer of `sloop.user` and `sloop.store`.
+/// The `batch` consumer of `sloop.user`, `sloop.store` and `sloop.chat`.
 pub fn consumer() -> Consumer {
     Consumer::new(GROUP, &TOPICS, ReadModel)
 }
@@ -45,6 +43,7 @@ impl Handler for ReadModel {
             match &fact {
                 Fact::Signup { day } => store::add_signup(tx, day).await?,
                 Fact::Sales(sales) => store::add_sales(tx, sales).await?,
+                Fact::Chat(message) => store::add_chat_message(tx, message).await?,
             }
             metrics::read_model_event(fact.label());
             Ok(())
@@ -57,6 +56,7 @@ impl Handler for ReadModel {
 enum Fact {
     Signup { day: String },
     Sales(Sales),
+    Chat(ChatMessage),
 }
 
 impl Fact {
@@ -66,6 +66,7 @@ impl Fact {
             Self::Signup { .. } => "user_created",
             Self::Sales(sales) if sales.orders_confirmed > 0 => "order_confirmed",
             Self::Sales(_) => "order_cancelled",
+            Self::Chat(_) => "chat_message_sent",
         }
     }
 }
@@ -94,6 +95,14 @@ fn fact(event: &Event) -> Result<Option<Fact>, HandlerError> {
             orders_confirmed: 0,
             orders_cancelled: 1,
             revenue: 0,
+        })
+    } else if event.kind == chat_events::MESSAGE_SENT.name {
+        let data: chat_events::ChatMessageSent = event.decode(chat_events::MESSAGE_SENT)?;
+        Fact::Chat(ChatMessage {
+            day: day(event)?,
+            room_id: data.room_id,
+            sender_id: data.sender_id,
+            mentions: i64::try_from(data.mentions.len()).unwrap_or(i64::MAX),
         })
     } else {
         return Ok(None);

@@ -2,9 +2,9 @@
 //! work itself. Report jobs read only the service's own read model (filled by
 //! `events.rs`); cleanup deletes only the service's own rows.
 //!
-//! Adding a job (chat activity, once the chat service publishes events): a variant in
-//! [`Job`] with its name and description, a schedule in [`crate::BatchSettings`], a read
-//! model table and the events that fill it in `events.rs`, and its work in [`run`].
+//! Adding a job: a variant in [`Job`] with its name and description, a schedule in
+//! [`crate::BatchSettings`], a read model table and the events that fill it in
+//! `events.rs`, and its work in [`run`].
 
 use std::time::Duration;
 
@@ -27,18 +27,25 @@ pub const MAX_PERIOD_DAYS: u32 = 366;
 pub enum Job {
     UserStats,
     SalesReport,
+    ChatActivity,
     Cleanup,
 }
 
 impl Job {
     /// Every job, in the order the API lists them.
-    pub const ALL: [Job; 3] = [Job::UserStats, Job::SalesReport, Job::Cleanup];
+    pub const ALL: [Job; 4] = [
+        Job::UserStats,
+        Job::SalesReport,
+        Job::ChatActivity,
+        Job::Cleanup,
+    ];
 
     /// The name the API, the flags and the metrics use.
     pub fn name(self) -> &'static str {
         match self {
             Self::UserStats => "user-stats",
             Self::SalesReport => "sales-report",
+            Self::ChatActivity => "chat-activity",
             Self::Cleanup => "cleanup",
         }
     }
@@ -56,6 +63,10 @@ impl Job {
                 "Orders confirmed and cancelled, and revenue (confirmed totals in minor units), \
                  per day and currency, for the days before the run"
             }
+            Self::ChatActivity => {
+                "Chat messages, mentions, active rooms and active senders per day (from \
+                 ChatMessageSent events), for the days before the run"
+            }
             Self::Cleanup => {
                 "Deletes this service's run history and read-model rows older than the retention"
             }
@@ -72,6 +83,7 @@ impl Job {
         match self {
             Self::UserStats => &settings.user_stats_schedule,
             Self::SalesReport => &settings.sales_report_schedule,
+            Self::ChatActivity => &settings.chat_activity_schedule,
             Self::Cleanup => &settings.cleanup_schedule,
         }
     }
@@ -83,6 +95,7 @@ impl Job {
         let days = match self {
             Self::UserStats => settings.user_stats_days,
             Self::SalesReport => settings.sales_report_days,
+            Self::ChatActivity => settings.chat_activity_days,
             Self::Cleanup => return None,
         };
         Period::before(day_of_ms(reference_ms)?, days)
@@ -147,6 +160,7 @@ pub async fn run(
     match (job, period) {
         (Job::UserStats, Some(period)) => user_stats(db, run_id, period).await,
         (Job::SalesReport, Some(period)) => sales_report(db, run_id, period).await,
+        (Job::ChatActivity, Some(period)) => chat_activity(db, run_id, period).await,
         (Job::Cleanup, _) => cleanup(db, settings.retention).await,
         (job, None) => Err(BatchError::Data(format!(
             "a {job} run needs the days it covers, and this one has none"
@@ -244,6 +258,57 @@ async fn sales_report(db: &Database, run_id: &str, period: Period) -> Result<Out
     })
 }
 
+/// Chat activity per day of the period, every day listed (zeros on a quiet day).
+async fn chat_activity(db: &Database, run_id: &str, period: Period) -> Result<Output, BatchError> {
+    let counted: std::collections::BTreeMap<String, store::ChatDay> =
+        store::chat_activity(db, &period.from_text(), &period.to_text())
+            .await?
+            .into_iter()
+            .map(|day| (day.day.clone(), day))
+            .collect();
+    let mut messages = 0;
+    let rows: Vec<Map<String, Value>> = period
+        .days()
+        .map(|day| {
+            let day = format_day(day);
+            let seen = counted.get(&day);
+            let count = |field: fn(&store::ChatDay) -> i64| seen.map(field).unwrap_or(0);
+            messages += count(|d| d.messages);
+            object(json!({
+                "day": day,
+                "messages": count(|d| d.messages),
+                "mentions": count(|d| d.mentions),
+                "active_rooms": count(|d| d.active_rooms),
+                "active_senders": count(|d| d.active_senders),
+            }))
+        })
+        .collect();
+    let log = vec![format!(
+        "counted {messages} chat messages over {} day(s), {} to {}",
+        period.day_count(),
+        period.from_text(),
+        period.to_text()
+    )];
+    let report = Report::new(
+        Job::ChatActivity,
+        run_id,
+        period,
+        &[
+            "day",
+            "messages",
+            "mentions",
+            "active_rooms",
+            "active_senders",
+        ],
+        rows,
+        &now_rfc3339(),
+    );
+    Ok(Output {
+        log,
+        report: Some(report),
+    })
+}
+
 /// Deletes finished runs started before the retention and read-model days before it.
 async fn cleanup(db: &Database, retention: Duration) -> Result<Output, BatchError> {
     let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
@@ -262,8 +327,8 @@ async fn cleanup(db: &Database, retention: Duration) -> Result<Output, BatchErro
                 sloop_duration::format(retention)
             ),
             format!(
-                "deleted {} runs, {} days of signups, {} rows of sales",
-                deleted.runs, deleted.signup_days, deleted.sales_rows
+                "deleted {} runs, {} days of signups, {} rows of sales, {} rows of chat activity",
+                deleted.runs, deleted.signup_days, deleted.sales_rows, deleted.chat_rows
             ),
         ],
         report: None,
@@ -287,7 +352,7 @@ mod tests {
         for job in Job::ALL {
             assert_eq!(Job::from_name(job.name()), Some(job));
         }
-        assert_eq!(Job::from_name("chat-activity"), None);
+        assert_eq!(Job::from_name("chat"), None);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The batch service: jobs on cron schedules (UTC) with their own run history, a manual
 //! trigger, and a lease per job in the database so a job never runs twice at once, even
-//! with several instances. The jobs: daily user statistics and a sales report, built from a
-//! read model the service fills from the events it consumes (it reads no other service's
-//! database), and cleanup of its own old rows. Reports download as JSON or CSV; admins see
+//! with several instances. The jobs: daily user statistics, a sales report and chat
+//! activity, built from a read model the service fills from the events it consumes (it
+//! reads no other service's database), and cleanup of its own old rows. Reports download as JSON or CSV; admins see
 //! everything over HTTP.
 //!
 //! How a slot runs exactly once, and how a run survives its instance: `runner.rs`. Which
@@ -58,12 +58,16 @@ pub struct BatchSettings {
     pub user_stats_schedule: JobSchedule,
     /// When `sales-report` runs by itself (UTC), or `off`.
     pub sales_report_schedule: JobSchedule,
+    /// When `chat-activity` runs by itself (UTC), or `off`.
+    pub chat_activity_schedule: JobSchedule,
     /// When `cleanup` runs by itself (UTC), or `off`.
     pub cleanup_schedule: JobSchedule,
     /// Days a `user-stats` run reports on: that many days before its slot's day.
     pub user_stats_days: u32,
     /// Days a `sales-report` run reports on: that many days before its slot's day.
     pub sales_report_days: u32,
+    /// Days a `chat-activity` run reports on: that many days before its slot's day.
+    pub chat_activity_days: u32,
     /// `cleanup` deletes runs and read-model days older than this.
     pub retention: Duration,
     /// How long a job's lease outlives its last renewal: after an instance dies mid-run,
@@ -83,6 +87,7 @@ pub struct BatchSettings {
 /// complete; cleanup in the quiet hours.
 pub const DEFAULT_USER_STATS_SCHEDULE: &str = "5 0 * * *";
 pub const DEFAULT_SALES_REPORT_SCHEDULE: &str = "10 0 * * *";
+pub const DEFAULT_CHAT_ACTIVITY_SCHEDULE: &str = "15 0 * * *";
 pub const DEFAULT_CLEANUP_SCHEDULE: &str = "30 3 * * *";
 
 impl Default for BatchSettings {
@@ -91,9 +96,11 @@ impl Default for BatchSettings {
         Self {
             user_stats_schedule: schedule(DEFAULT_USER_STATS_SCHEDULE),
             sales_report_schedule: schedule(DEFAULT_SALES_REPORT_SCHEDULE),
+            chat_activity_schedule: schedule(DEFAULT_CHAT_ACTIVITY_SCHEDULE),
             cleanup_schedule: schedule(DEFAULT_CLEANUP_SCHEDULE),
             user_stats_days: 1,
             sales_report_days: 1,
+            chat_activity_days: 1,
             retention: Duration::from_secs(90 * 24 * 60 * 60),
             lease_ttl: Duration::from_secs(10),
             tick: Duration::from_secs(1),
@@ -109,6 +116,7 @@ impl BatchSettings {
         for (name, days) in [
             ("user-stats days", self.user_stats_days),
             ("sales-report days", self.sales_report_days),
+            ("chat-activity days", self.chat_activity_days),
         ] {
             if !(1..=MAX_PERIOD_DAYS).contains(&days) {
                 return Err(format!(

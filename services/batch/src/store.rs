@@ -349,6 +349,69 @@ pub async fn add_sales(tx: &mut Tx, sales: &Sales) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// One chat message, as the read model counts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatMessage {
+    pub day: String,
+    pub room_id: String,
+    pub sender_id: String,
+    pub mentions: i64,
+}
+
+/// Counts one message for its day and room, and its sender among the day's active ones.
+pub async fn add_chat_message(tx: &mut Tx, message: &ChatMessage) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO batch_daily_chat (day, room_id, messages, mentions) VALUES ($1, $2, 1, $3) \
+         ON CONFLICT (day, room_id) DO UPDATE SET \
+         messages = batch_daily_chat.messages + 1, \
+         mentions = batch_daily_chat.mentions + excluded.mentions",
+    )
+    .bind(&message.day)
+    .bind(&message.room_id)
+    .bind(message.mentions)
+    .execute(tx.executor())
+    .await?;
+    sqlx::query(
+        "INSERT INTO batch_daily_chat_senders (day, sender_id) VALUES ($1, $2) \
+         ON CONFLICT (day, sender_id) DO NOTHING",
+    )
+    .bind(&message.day)
+    .bind(&message.sender_id)
+    .execute(tx.executor())
+    .await?;
+    Ok(())
+}
+
+/// Chat activity on one day.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct ChatDay {
+    pub day: String,
+    pub messages: i64,
+    pub mentions: i64,
+    pub active_rooms: i64,
+    pub active_senders: i64,
+}
+
+/// Chat activity from `from` to `to` (both included), for days with any message.
+pub async fn chat_activity(
+    db: &Database,
+    from: &str,
+    to: &str,
+) -> Result<Vec<ChatDay>, sqlx::Error> {
+    sqlx::query_as::<_, ChatDay>(
+        // SUM of a BIGINT is NUMERIC on PostgreSQL: cast back.
+        "SELECT c.day, CAST(SUM(c.messages) AS BIGINT) AS messages, \
+         CAST(SUM(c.mentions) AS BIGINT) AS mentions, \
+         COUNT(*) AS active_rooms, \
+         (SELECT COUNT(*) FROM batch_daily_chat_senders s WHERE s.day = c.day) AS active_senders \
+         FROM batch_daily_chat c WHERE c.day >= $1 AND c.day <= $2 GROUP BY c.day ORDER BY c.day",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_all(db.executor())
+    .await
+}
+
 /// Signups per day from `from` to `to` (both included), for days with any.
 pub async fn signups(
     db: &Database,
@@ -383,6 +446,8 @@ pub struct Deleted {
     pub runs: u64,
     pub signup_days: u64,
     pub sales_rows: u64,
+    /// Rows of messages per day and room (each day's senders go with them).
+    pub chat_rows: u64,
 }
 
 /// Deletes finished runs started before `cutoff_ms` and read-model days before
@@ -410,10 +475,20 @@ pub async fn delete_older(
         .execute(tx.executor())
         .await?
         .rows_affected();
+    let chat_rows = sqlx::query("DELETE FROM batch_daily_chat WHERE day < $1")
+        .bind(cutoff_day)
+        .execute(tx.executor())
+        .await?
+        .rows_affected();
+    sqlx::query("DELETE FROM batch_daily_chat_senders WHERE day < $1")
+        .bind(cutoff_day)
+        .execute(tx.executor())
+        .await?;
     tx.commit().await?;
     Ok(Deleted {
         runs,
         signup_days,
         sales_rows,
+        chat_rows,
     })
 }

@@ -7,12 +7,13 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sloop_batch::BatchSettings;
 use sloop_batch::schedule::JobSchedule;
-use sloop_events::{store, user};
+use sloop_events::{chat, store, user};
 use sloop_kit::testing::{TestApp, TestBackend, TestResponse};
 use sloop_kit::{Event, EventType, on_both_backends};
 
 on_both_backends!(
     reports_count_each_event_once,
+    chat_activity_counts_messages_rooms_and_senders,
     runs_page_newest_first,
     a_running_job_cannot_be_triggered_again,
     bad_input_gets_problem_documents,
@@ -25,6 +26,7 @@ fn manual_only() -> BatchSettings {
     BatchSettings {
         user_stats_schedule: JobSchedule::Off,
         sales_report_schedule: JobSchedule::Off,
+        chat_activity_schedule: JobSchedule::Off,
         cleanup_schedule: JobSchedule::Off,
         tick: Duration::from_millis(100),
         ..BatchSettings::default()
@@ -56,6 +58,11 @@ fn confirmed(order: &str, amount: i64, currency: &str, time: &str) -> Event {
 fn cancelled(order: &str, amount: i64, currency: &str, time: &str) -> Event {
     let data = json!({ "order_id": order, "user_id": "u-1", "total": { "amount": amount, "currency": currency }, "reason": "payment declined" });
     event_at(store::ORDER_CANCELLED, order, data, time)
+}
+
+fn chat_message(id: &str, room: &str, sender: &str, mentions: &[&str], time: &str) -> Event {
+    let data = json!({ "message_id": id, "room_id": room, "sender_id": sender, "text": "hi", "mentions": mentions, "sent_at": time });
+    event_at(chat::MESSAGE_SENT, room, data, time)
 }
 
 /// Publishes `events` and waits until the consumer has applied `distinct` events.
@@ -277,12 +284,55 @@ async fn reports_count_each_event_once(backend: TestBackend) {
         .iter()
         .map(|job| job["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["user-stats", "sales-report", "cleanup"]);
+    assert_eq!(
+        names,
+        ["user-stats", "sales-report", "chat-activity", "cleanup"]
+    );
     let stats = &jobs["items"][0];
     assert_eq!(stats["schedule"], Value::Null);
     assert_eq!(stats["next_run_at"], Value::Null);
     assert_eq!(stats["last_run"]["id"], default_run["id"]);
     assert_eq!(jobs["items"][1]["last_run"]["id"], sales["id"]);
+    app.stop().await;
+}
+
+async fn chat_activity_counts_messages_rooms_and_senders(backend: TestBackend) {
+    let app = spawn(backend, manual_only()).await;
+    let again = chat_message("m-2", "r-1", "ann", &["bob"], "2026-12-01T09:00:00Z");
+    let events = [
+        chat_message("m-1", "r-1", "ann", &[], "2026-12-01T08:00:00Z"),
+        again.clone(),
+        again,
+        chat_message("m-3", "r-2", "ann", &["bob", "cy"], "2026-12-01T10:00:00Z"),
+        chat_message("m-4", "r-2", "bob", &[], "2026-12-01T23:59:59Z"),
+        chat_message("m-5", "r-1", "cy", &[], "2026-12-03T00:00:00Z"),
+    ];
+    feed(&app, &events, 5).await;
+    let run = run_to_success(&app, "chat-activity", "?from=2026-12-01&to=2026-12-03").await;
+    let id = run["id"].as_str().unwrap();
+    let report = app
+        .get(&format!("/runs/{id}/report"))
+        .await
+        .assert_status(200)
+        .value();
+    assert_eq!(
+        report["columns"],
+        json!([
+            "day",
+            "messages",
+            "mentions",
+            "active_rooms",
+            "active_senders"
+        ])
+    );
+    assert_eq!(
+        report["rows"],
+        json!([
+            { "day": "2026-12-01", "messages": 4, "mentions": 3, "active_rooms": 2, "active_senders": 2 },
+            { "day": "2026-12-02", "messages": 0, "mentions": 0, "active_rooms": 0, "active_senders": 0 },
+            { "day": "2026-12-03", "messages": 1, "mentions": 0, "active_rooms": 1, "active_senders": 1 },
+        ])
+    );
     app.stop().await;
 }
 
@@ -370,7 +420,7 @@ async fn bad_input_gets_problem_documents(backend: TestBackend) {
         ("/runs/not-a-run/report", 400, "not a run id"),
         (&format!("/runs/{missing}"), 404, "no run"),
         (&format!("/runs/{missing}/report"), 404, "no run"),
-        ("/jobs/chat-activity/runs", 404, "no job"),
+        ("/jobs/chat/runs", 404, "no job"),
         ("/jobs/user-stats/runs?limit=0", 400, "limit"),
         ("/jobs/user-stats/runs?limit=501", 400, "limit"),
         ("/jobs/user-stats/runs?limit=ten", 400, "limit"),
@@ -398,7 +448,7 @@ async fn bad_input_gets_problem_documents(backend: TestBackend) {
         .assert_problem(400, "no report");
     post("/jobs/nope/runs".to_owned())
         .await
-        .assert_problem(404, "the jobs are user-stats, sales-report, cleanup");
+        .assert_problem(404, "the jobs are user-stats, sales-report, chat-activity, cleanup");
 
     let run = run_to_success(&app, "user-stats", "?from=2026-12-01&to=2026-12-01").await;
     let report = format!("/runs/{}/report", run["id"].as_str().unwrap());

@@ -22,6 +22,7 @@ fn every_second(lease_ttl: Duration, job_delay: Duration) -> BatchSettings {
     BatchSettings {
         user_stats_schedule: JobSchedule::Off,
         sales_report_schedule: JobSchedule::Off,
+        chat_activity_schedule: JobSchedule::Off,
         cleanup_schedule: JobSchedule::parse("* * * * * *").unwrap(),
         tick: Duration::from_millis(100),
         lease_ttl,

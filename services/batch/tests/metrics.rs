@@ -15,6 +15,7 @@ async fn runs_and_read_model_events_are_exported() {
     let settings = BatchSettings {
         user_stats_schedule: JobSchedule::Off,
         sales_report_schedule: JobSchedule::Off,
+        chat_activity_schedule: JobSchedule::Off,
         cleanup_schedule: JobSchedule::Off,
         ..BatchSettings::default()
     };

@@ -6,6 +6,7 @@
 //! Every event travels in the kit's envelope ([`sloop_kit::event`]): CloudEvents 1.0
 //! attributes as `ce_*` headers, the payload as JSON, keyed by subject.
 
+pub mod chat;
 pub mod payment;
 pub mod store;
 pub mod user;
@@ -48,8 +49,15 @@ impl Money {
 
 /// Every event type the platform's services publish, for consumers of all of them (audit).
 pub fn all() -> Vec<sloop_kit::EventType> {
-    [&user::ALL[..], &store::ALL[..], &payment::ALL[..]].concat()
+    [
+        &user::ALL[..],
+        &store::ALL[..],
+        &payment::ALL[..],
+        &chat::ALL[..],
+    ].concat()
 }
 
-/// Every topic the platform's services publish on.
+/// The topics of the platform's records (accounts, orders, payments), which the audit log
+/// keeps. Chat traffic ([`chat::TOPIC`]) is left out on purpose: it is conversation, at a
+/// far higher rate, not a change of record; its consumers name it themselves.
 pub const TOPICS: [&str; 3] = [user::TOPIC, store::TOPIC, payment::TOPIC];
