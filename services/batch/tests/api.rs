@@ -446,9 +446,10 @@ async fn bad_input_gets_problem_documents(backend: TestBackend) {
     post("/jobs/cleanup/runs?from=2026-12-01&to=2026-12-01".to_owned())
         .await
         .assert_problem(400, "no report");
-    post("/jobs/nope/runs".to_owned())
-        .await
-        .assert_problem(404, "the jobs are user-stats, sales-report, chat-activity, cleanup");
+    post("/jobs/nope/runs".to_owned()).await.assert_problem(
+        404,
+        "the jobs are user-stats, sales-report, chat-activity, cleanup",
+    );
 
     let run = run_to_success(&app, "user-stats", "?from=2026-12-01&to=2026-12-01").await;
     let report = format!("/runs/{}/report", run["id"].as_str().unwrap());

@@ -54,7 +54,8 @@ pub fn all() -> Vec<sloop_kit::EventType> {
         &store::ALL[..],
         &payment::ALL[..],
         &chat::ALL[..],
-    ].concat()
+    ]
+    .concat()
 }
 
 /// The topics of the platform's records (accounts, orders, payments), which the audit log
