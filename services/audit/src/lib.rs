@@ -14,7 +14,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
 use sloop_kit::clock::{parse_rfc3339, utc_rfc3339};
-use sloop_kit::{Context, Database, Json, MaybeCaller, Path, Problem, Query, Service};
+use sloop_kit::{Context, Database, Json, MaybeCaller, Path, Problem, Query, Service, validate};
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
 
@@ -141,17 +141,7 @@ fn parse_list(params: ListParams) -> Result<ListQuery, Problem> {
 }
 
 fn parse_limit(raw: Option<&str>) -> Result<u32, Problem> {
-    let Some(raw) = raw else {
-        return Ok(DEFAULT_PAGE);
-    };
-    raw.parse()
-        .ok()
-        .filter(|n| (1..=MAX_PAGE).contains(n))
-        .ok_or_else(|| {
-            Problem::bad_request(format!(
-                "limit must be a whole number from 1 to {MAX_PAGE}, got `{raw}`"
-            ))
-        })
+    validate::page_limit(raw, DEFAULT_PAGE, MAX_PAGE).map_err(Problem::bad_request)
 }
 
 /// A cursor is the `seq` of the last entry of the previous page: keyset pagination, so

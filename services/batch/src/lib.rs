@@ -29,7 +29,7 @@ use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sloop_kit::clock::now_millis;
-use sloop_kit::{Context, Json, MaybeCaller, Path, Problem, Query, Service};
+use sloop_kit::{Context, Json, MaybeCaller, Path, Problem, Query, Service, validate};
 use sqlx::migrate::Migrator;
 use utoipa::OpenApi;
 
@@ -367,17 +367,7 @@ async fn list_runs(
 }
 
 fn parse_limit(raw: Option<&str>) -> Result<u32, Problem> {
-    let Some(raw) = raw else {
-        return Ok(DEFAULT_PAGE);
-    };
-    raw.parse()
-        .ok()
-        .filter(|n| (1..=MAX_PAGE).contains(n))
-        .ok_or_else(|| {
-            Problem::bad_request(format!(
-                "limit must be a whole number from 1 to {MAX_PAGE}, got `{raw}`"
-            ))
-        })
+    validate::page_limit(raw, DEFAULT_PAGE, MAX_PAGE).map_err(Problem::bad_request)
 }
 
 /// A cursor is the id of the last (oldest) run of the previous page: keyset pagination, so

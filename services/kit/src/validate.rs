@@ -125,9 +125,31 @@ pub fn id<'a>(field: &str, raw: &'a str, max: usize) -> Result<&'a str, String> 
     Ok(raw)
 }
 
+/// A page size from a `limit` query parameter: `default` when absent, else a whole number
+/// from 1 to `max`. Taken as text so a bad one gets this message, not serde's.
+pub fn page_limit(raw: Option<&str>, default: u32, max: u32) -> Result<u32, String> {
+    let Some(raw) = raw else {
+        return Ok(default);
+    };
+    raw.parse()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| format!("limit must be a whole number from 1 to {max}, got `{raw}`"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn page_limits_default_and_stay_in_range() {
+        assert_eq!(page_limit(None, 50, 100), Ok(50));
+        assert_eq!(page_limit(Some("100"), 50, 100), Ok(100));
+        for bad in ["0", "101", "ten", "-1", ""] {
+            let err = page_limit(Some(bad), 50, 100).unwrap_err();
+            assert!(err.contains("from 1 to 100"), "{err}");
+        }
+    }
 
     #[test]
     fn emails_are_normalized_or_explained() {

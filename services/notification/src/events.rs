@@ -1,10 +1,11 @@
 //! What the notification service does with the platform's events: a welcome for every new
-//! account, and a notice when an order is confirmed or cancelled (with the reason). Each
-//! becomes one notification and its pending deliveries, written in the transaction that
-//! records the event as applied.
+//! account, a notice when an order is confirmed or cancelled (with the reason), and one per
+//! member a chat message mentions. Each becomes a notification and its pending deliveries,
+//! written in the transaction that records the event as applied.
 
 use futures::future::BoxFuture;
 use sloop_events::Money;
+use sloop_events::chat as chat_events;
 use sloop_events::store as store_events;
 use sloop_events::user as user_events;
 use sloop_kit::clock::{now_millis, now_rfc3339};
@@ -14,9 +15,12 @@ use crate::model::Kind;
 use crate::store::{self, Draft};
 
 /// The topics the service consumes.
-pub const TOPICS: [&str; 2] = [user_events::TOPIC, store_events::TOPIC];
+pub const TOPICS: [&str; 3] = [user_events::TOPIC, store_events::TOPIC, chat_events::TOPIC];
 
-/// The `notification` consumer of `sloop.user` and `sloop.store`.
+/// Longest excerpt of a chat message quoted in a mention, in characters.
+const EXCERPT: usize = 140;
+
+/// The `notification` consumer of `sloop.user`, `sloop.store` and `sloop.chat`.
 pub struct Notify;
 
 impl Handler for Notify {
@@ -26,20 +30,58 @@ impl Handler for Notify {
         tx: &'a mut Tx,
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
-            let Some(draft) = draft(event)? else {
-                return Ok(());
-            };
-            let made = store::insert(tx, &draft, &now_rfc3339(), now_millis())
-                .await
-                .map_err(|e| HandlerError::Retry(e.to_string()))?;
-            if made {
-                tracing::info!(user_id = %draft.user_id, kind = draft.kind.as_str(), "notification made");
-            } else {
-                tracing::debug!(event_id = %event.id, "a notification for this event exists already");
+            for draft in drafts(event)? {
+                let made = store::insert(tx, &draft, &now_rfc3339(), now_millis())
+                    .await
+                    .map_err(|e| HandlerError::Retry(e.to_string()))?;
+                if made {
+                    tracing::info!(user_id = %draft.user_id, kind = draft.kind.as_str(), "notification made");
+                } else {
+                    tracing::debug!(event_id = %event.id, "a notification for this event exists already");
+                }
             }
             Ok(())
         })
     }
+}
+
+/// The notifications `event` calls for: one per mentioned member for a chat message, at most
+/// one for the other events.
+fn drafts(event: &Event) -> Result<Vec<Draft>, HandlerError> {
+    if event.kind == chat_events::MESSAGE_SENT.name {
+        let data: chat_events::ChatMessageSent = event.decode(chat_events::MESSAGE_SENT)?;
+        return Ok(mentions(event, &data));
+    }
+    Ok(draft(event)?.into_iter().collect())
+}
+
+/// A notification for each member `data` mentions. Each is its own row, so its source is
+/// the event's id with the user's: the event is applied once, and so is each mention.
+fn mentions(event: &Event, data: &chat_events::ChatMessageSent) -> Vec<Draft> {
+    let excerpt: String = data.text.chars().take(EXCERPT).collect();
+    let ellipsis = if data.text.chars().count() > EXCERPT {
+        "…"
+    } else {
+        ""
+    };
+    let mut seen: Vec<&str> = Vec::new();
+    data.mentions
+        .iter()
+        .filter(|user| **user != data.sender_id)
+        .filter(|user| {
+            let fresh = !seen.contains(&user.as_str());
+            seen.push(user.as_str());
+            fresh
+        })
+        .map(|user| Draft {
+            user_id: user.clone(),
+            kind: Kind::Mention,
+            title: format!("{} mentioned you", data.sender_id),
+            body: format!("In chat room {}: \"{excerpt}{ellipsis}\"", data.room_id),
+            order_id: None,
+            source_event_id: format!("{}:{user}", event.id),
+        })
+        .collect()
 }
 
 /// The notification `event` calls for; `None` for events that call for none.
@@ -131,6 +173,45 @@ mod tests {
             currency: "JPY".to_owned(),
         };
         assert_eq!(money(&yen), "500 JPY");
+    }
+
+    fn chat_message(mentions: &[&str], text: &str) -> Event {
+        let data = chat_events::ChatMessageSent {
+            message_id: "m-1".to_owned(),
+            room_id: "r-1".to_owned(),
+            sender_id: "ann".to_owned(),
+            text: text.to_owned(),
+            mentions: mentions.iter().map(|m| (*m).to_owned()).collect(),
+            sent_at: "2026-12-05T10:00:00.000000Z".to_owned(),
+        };
+        Event::new("chat", chat_events::MESSAGE_SENT, "r-1", &data).unwrap()
+    }
+
+    #[test]
+    fn each_mentioned_member_gets_a_notification() {
+        let event = chat_message(&["bob", "cat", "bob", "ann"], "@bob @cat lunch?");
+        let made = drafts(&event).unwrap();
+        let users: Vec<&str> = made.iter().map(|d| d.user_id.as_str()).collect();
+        assert_eq!(users, ["bob", "cat"], "once each, never the sender");
+        assert!(made.iter().all(|d| d.kind == Kind::Mention));
+        assert_eq!(made[0].title, "ann mentioned you");
+        assert!(
+            made[0].body.contains("@bob @cat lunch?"),
+            "{}",
+            made[0].body
+        );
+        assert!(made[0].body.contains("r-1"), "{}", made[0].body);
+        assert_eq!(made[0].source_event_id, format!("{}:bob", event.id));
+        assert_ne!(made[0].source_event_id, made[1].source_event_id);
+
+        let long = chat_message(&["bob"], &"é".repeat(500));
+        let body = &drafts(&long).unwrap()[0].body;
+        assert!(body.chars().count() < 200 && body.contains('…'), "{body}");
+
+        assert!(drafts(&chat_message(&[], "no one")).unwrap().is_empty());
+        let mut newer = chat_message(&["bob"], "@bob");
+        newer.schema_version = 2;
+        assert!(matches!(drafts(&newer), Err(HandlerError::Reject(_))));
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! The notification service: a notification per user for the platform events that concern
-//! them (a welcome on `UserCreated`, a notice on `OrderConfirmed` and `OrderCancelled`),
-//! read and marked read over HTTP by the signed-in user, and sent out through simulated
+//! them (a welcome on `UserCreated`, a notice on `OrderConfirmed` and `OrderCancelled`, a
+//! mention on `ChatMessageSent` for each member it mentions), read and marked read over HTTP by the signed-in user, and sent out through simulated
 //! email, push and SMS providers by a background worker with retries and backoff.
 //!
 //! Channels per kind: a welcome goes out by email; a confirmed order by email and push; a
-//! cancelled order by email, push and SMS. Each channel is one delivery row, written with
+//! cancelled order by email, push and SMS; a mention by email and push. Each channel is one delivery row, written with
 //! the notification in the transaction that records the event as applied.
 
 pub mod cli;

@@ -13,6 +13,8 @@ pub enum Kind {
     OrderConfirmed,
     /// An order was cancelled; the body says why.
     OrderCancelled,
+    /// Someone mentioned the user (`@<user id>`) in a chat room.
+    Mention,
 }
 
 impl Kind {
@@ -21,6 +23,7 @@ impl Kind {
             Self::Welcome => "welcome",
             Self::OrderConfirmed => "order_confirmed",
             Self::OrderCancelled => "order_cancelled",
+            Self::Mention => "mention",
         }
     }
 
@@ -30,6 +33,7 @@ impl Kind {
             "welcome" => Some(Self::Welcome),
             "order_confirmed" => Some(Self::OrderConfirmed),
             "order_cancelled" => Some(Self::OrderCancelled),
+            "mention" => Some(Self::Mention),
             _ => None,
         }
     }
@@ -41,6 +45,8 @@ impl Kind {
             Self::Welcome => &[Channel::Email],
             Self::OrderConfirmed => &[Channel::Email, Channel::Push],
             Self::OrderCancelled => &[Channel::Email, Channel::Push, Channel::Sms],
+            // A mention wants an answer soon: push, with an email to find it by later.
+            Self::Mention => &[Channel::Email, Channel::Push],
         }
     }
 }
@@ -195,7 +201,12 @@ mod tests {
 
     #[test]
     fn stored_names_round_trip() {
-        for kind in [Kind::Welcome, Kind::OrderConfirmed, Kind::OrderCancelled] {
+        for kind in [
+            Kind::Welcome,
+            Kind::OrderConfirmed,
+            Kind::OrderCancelled,
+            Kind::Mention,
+        ] {
             assert_eq!(Kind::from_db(kind.as_str()), Some(kind));
             assert_eq!(kind.channels()[0], Channel::Email);
         }

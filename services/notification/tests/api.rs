@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
+use sloop_events::chat as chat_events;
 use sloop_events::store as store_events;
 use sloop_events::user as user_events;
 use sloop_events::{Money, store::OrderCancelled, store::OrderConfirmed, user::UserCreated};
@@ -45,6 +46,7 @@ on_both_backends!(
     failing_sms_is_retried_then_given_up_while_email_and_push_go_out,
     an_unknown_event_version_is_dead_lettered,
     two_instances_never_send_one_delivery_twice,
+    chat_mentions_notify_each_mentioned_member,
     probes_and_openapi,
 );
 
@@ -186,6 +188,50 @@ fn sent_once(channels: &[&str]) -> Vec<(String, String, i64)> {
         .iter()
         .map(|c| ((*c).to_owned(), "sent".to_owned(), 1))
         .collect()
+}
+
+async fn chat_mentions_notify_each_mentioned_member(backend: TestBackend) {
+    let app = spawn(backend).await;
+    let (ann, bob, cat) = (new_user(), new_user(), new_user());
+    let data = chat_events::ChatMessageSent {
+        message_id: new_user(),
+        room_id: "room-1".to_owned(),
+        sender_id: ann.clone(),
+        text: format!("@{bob} @{cat} lunch?"),
+        mentions: vec![bob.clone(), cat.clone()],
+        sent_at: "2026-12-05T10:00:00.000000Z".to_owned(),
+    };
+    let event = publish(&app, "chat", chat_events::MESSAGE_SENT, "room-1", &data);
+    // The same event again (a redelivery) makes nothing new.
+    app.memory_bus().publish(event.to_message());
+    for user in [&bob, &cat] {
+        let items = notifications(&app, user, 1).await;
+        assert_eq!(items.len(), 1, "{items:?}");
+        assert_eq!(items[0]["kind"], "mention");
+        assert_eq!(items[0]["title"], format!("{ann} mentioned you"));
+        assert!(
+            items[0]["body"].as_str().unwrap().contains("lunch?"),
+            "{}",
+            items[0]
+        );
+        let detail = settled(&app, user, items[0]["id"].as_str().unwrap()).await;
+        assert_eq!(deliveries(&detail), sent_once(&["email", "push"]));
+    }
+    // A message without mentions notifies no one, the sender included.
+    let quiet = chat_events::ChatMessageSent {
+        mentions: Vec::new(),
+        message_id: new_user(),
+        ..data
+    };
+    publish(&app, "chat", chat_events::MESSAGE_SENT, "room-1", &quiet);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let page = get_as(&app, &ann, "/notifications")
+        .await
+        .assert_status(200)
+        .value();
+    assert!(page["items"].as_array().unwrap().is_empty(), "{page}");
+    assert_eq!(notifications(&app, &bob, 1).await.len(), 1);
+    app.stop().await;
 }
 
 async fn a_new_account_gets_a_welcome_by_email(backend: TestBackend) {
