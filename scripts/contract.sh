@@ -24,7 +24,7 @@ done
 
 ensure_packages
 ensure_schemathesis
-domain=(store payment notification audit batch)
+domain=(chat store payment notification audit batch)
 echo "==> cargo build (sloop-user, sloop-auth, sloop-gateway, ${domain[*]/#/sloop-})"
 cargo build --locked -q -p sloop-user -p sloop-auth -p sloop-gateway "${domain[@]/#/-psloop-}"
 
@@ -113,6 +113,7 @@ fuzz_split() {
 fuzz_split store "http://127.0.0.1:${domain_port[store]}/openapi.json" cross_field "${admin[@]}"
 fuzz_split payment "http://127.0.0.1:${domain_port[payment]}/openapi.json" cross_field "${admin[@]}"
 fuzz notification "http://127.0.0.1:${domain_port[notification]}/openapi.json" "${admin[@]}"
+fuzz chat "http://127.0.0.1:${domain_port[chat]}/openapi.json" "${admin[@]}"
 fuzz_split audit "http://127.0.0.1:${domain_port[audit]}/openapi.json" cross_field "${admin[@]}"
 fuzz_split batch "http://127.0.0.1:${domain_port[batch]}/openapi.json" cross_field "${admin[@]}"
 fuzz_split gateway "http://127.0.0.1:$gateway_port/openapi.json" gateway_cross_field \

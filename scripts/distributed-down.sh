@@ -47,7 +47,7 @@ stop() {
   echo "==> stopped $name"
 }
 
-for service in gateway batch audit notification payment store auth user broker; do
+for service in gateway batch audit notification payment store chat auth user broker; do
   stop "$service"
 done
 if [[ -d "$RUN_DIR/postgres/data" ]]; then

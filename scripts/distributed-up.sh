@@ -25,8 +25,8 @@ OFFSET="${SLOOP_PORT_OFFSET:-0}"
 PG_PORT="${SLOOP_PG_PORT:-55432}"
 KAFKA_PORT="${SLOOP_KAFKA_PORT:-9092}"
 # Start order: each service after the ones it calls, the gateway last.
-SERVICES=(user auth store payment notification audit batch gateway)
-declare -A PORTS=([gateway]=8080 [auth]=8081 [user]=8082 [store]=8084 [batch]=8085 [notification]=8086 [audit]=8087 [payment]=8088)
+SERVICES=(user auth chat store payment notification audit batch gateway)
+declare -A PORTS=([gateway]=8080 [auth]=8081 [user]=8082 [chat]=8083 [store]=8084 [batch]=8085 [notification]=8086 [audit]=8087 [payment]=8088)
 
 if [[ -f "$RUN_DIR/pids/gateway.pid" ]] && kill -0 "$(cat "$RUN_DIR/pids/gateway.pid")" 2>/dev/null; then
   echo "the platform already runs from $RUN_DIR; stop it with scripts/distributed-down.sh" >&2

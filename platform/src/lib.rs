@@ -17,9 +17,10 @@ use tokio_util::sync::CancellationToken;
 
 /// The services `sloop up` runs, in the order they start: each after the ones it calls, the
 /// gateway last, once everything it routes to listens.
-pub const SERVICES: [&str; 8] = [
+pub const SERVICES: [&str; 9] = [
     "user",
     "auth",
+    "chat",
     "store",
     "payment",
     "notification",
@@ -288,6 +289,7 @@ fn build_service(
         "notification" => sloop_notification::service(Default::default()),
         "audit" => sloop_audit::service(),
         "batch" => sloop_batch::service(Default::default()),
+        "chat" => sloop_chat::service(Default::default()),
         "gateway" => {
             let mut config = options
                 .gateway_config

@@ -26,7 +26,8 @@ struct Cli {
 enum Command {
     /// Runs the whole platform in this process, with nothing else to install.
     ///
-    /// Every service (gateway, auth, user, store, payment, notification, audit, batch) listens on
+    /// Every service (gateway, auth, user, chat, store, payment, notification, audit, batch)
+    /// listens on
     /// its own port, keeps its own SQLite file under --data-dir and runs on its own runtime;
     /// events travel on an in-memory bus. Each keeps its own identity in telemetry: its own
     /// service.name on spans, its own /metrics, its own name on log lines.
@@ -54,7 +55,7 @@ struct UpArgs {
     host: IpAddr,
 
     /// Added to every service's conventional port (gateway 8080, auth 8081, user 8082,
-    /// store 8084, batch 8085, notification 8086, audit 8087, payment 8088), to run beside another
+    /// chat 8083, store 8084, batch 8085, notification 8086, audit 8087, payment 8088), to run beside another
     /// copy.
     #[arg(long, env = "SLOOP_PORT_OFFSET", default_value_t = 0)]
     port_offset: u16,

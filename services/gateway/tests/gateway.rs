@@ -330,7 +330,15 @@ async fn one_openapi_document_describes_the_api_behind_the_gateway() {
     // Upstreams this test does not start are named, not silently left out.
     assert_eq!(
         doc["x-sloop-unavailable-upstreams"],
-        json!(["audit", "batch", "echo", "notification", "payment", "store"])
+        json!([
+            "audit",
+            "batch",
+            "chat",
+            "echo",
+            "notification",
+            "payment",
+            "store"
+        ])
     );
     let ready = p.gateway.get("/readyz").await.assert_status(200).value();
     assert_eq!(ready["checks"]["upstreams"], "ok");

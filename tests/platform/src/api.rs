@@ -1,7 +1,16 @@
 //! A client of the platform's public API, through the gateway: JSON requests with an
 //! optional bearer token, and the sign-up and sign-in every journey starts with.
 
+use std::time::Duration;
+
+use futures::StreamExt;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// A WebSocket opened through the gateway.
+pub type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The password every journey's accounts use.
 pub const PASSWORD: &str = "correct horse battery";
@@ -54,6 +63,19 @@ impl ApiClient {
             .await
     }
 
+    /// Opens a WebSocket to `path` through the gateway, signed in with `token`.
+    pub async fn websocket(&self, path: &str, token: &str) -> Socket {
+        let url = format!("{}{path}", self.base.replacen("http", "ws", 1));
+        let mut request = url.into_client_request().expect("a WebSocket URL");
+        let bearer = format!("Bearer {token}").parse().expect("a header value");
+        request.headers_mut().insert("authorization", bearer);
+        let (socket, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .unwrap_or_else(|e| panic!("WebSocket {path}: {e}"));
+        assert_eq!(response.status(), 101, "WebSocket {path}");
+        socket
+    }
+
     /// Registers `email` and signs in: the login response (`user_id`, `access_token`, …).
     pub async fn sign_up(&self, email: &str) -> Value {
         let account = json!({ "email": email, "password": PASSWORD, "name": "Journey" });
@@ -87,4 +109,23 @@ impl Account {
                 .to_owned(),
         }
     }
+}
+
+/// The next JSON frame of `kind` (its `type`) on `socket`, skipping others (presence, say);
+/// panics after 10 s or when the socket closes first.
+pub async fn next_frame(socket: &mut Socket, kind: &str) -> Value {
+    let wait = async {
+        while let Some(frame) = socket.next().await {
+            if let Message::Text(text) = frame.expect("a WebSocket frame") {
+                let value: Value = serde_json::from_str(&text).expect("a JSON frame");
+                if value["type"] == kind {
+                    return value;
+                }
+            }
+        }
+        panic!("the socket closed before a {kind} frame");
+    };
+    tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .unwrap_or_else(|_| panic!("no {kind} frame within 10 s"))
 }

@@ -190,18 +190,18 @@ impl Process {
 
 /// The platform's services as processes, each with its own PostgreSQL database, events on
 /// a Tansu broker, spans to `otlp`: user, auth and the gateway, plus (with
-/// [`Platform::start_with_shop`]) store, payment, notification, audit and batch.
+/// [`Platform::start_with_shop`]) store, payment, notification, audit, batch and chat.
 pub struct Platform {
     pub broker: Broker,
     pub user: Process,
     pub auth: Process,
     pub gateway: Process,
-    /// store, payment, notification, audit and batch, when started.
+    /// store, payment, notification, audit, batch and chat, when started.
     pub shop: Vec<Process>,
 }
 
 /// The services behind the shop, in start order.
-pub const SHOP: [&str; 5] = ["store", "payment", "notification", "audit", "batch"];
+pub const SHOP: [&str; 6] = ["store", "payment", "notification", "audit", "batch", "chat"];
 
 impl Platform {
     /// `binary` is the `platform-service` executable (`env!("CARGO_BIN_EXE_platform-service")`).

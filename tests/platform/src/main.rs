@@ -31,8 +31,10 @@ async fn main() -> anyhow::Result<()> {
         }
         "audit" => sloop_audit::cli::run(sloop_audit::cli::Cli::parse_from(argv)).await?,
         "batch" => sloop_batch::cli::run(sloop_batch::cli::Cli::parse_from(argv)).await?,
+        "chat" => sloop_chat::cli::run(sloop_chat::cli::Cli::parse_from(argv)).await?,
         other => anyhow::bail!(
-            "no service `{other}`; use user, auth, gateway, store, payment, notification, audit or batch"
+            "no service `{other}`; use user, auth, gateway, chat, store, payment, notification, \
+             audit or batch"
         ),
     }
     Ok(())

@@ -2,14 +2,15 @@
 //! an admin stocks the catalogue, a customer browses and searches, orders (confirmed) and
 //! orders with a card that is declined (cancelled, stock returned), reads the notifications
 //! both produced, and the admin finds the audit chain intact with each event exactly once
-//! and both orders in a sales report the batch service builds from the events.
+//! and both orders in a sales report the batch service builds from the events. Ann and the
+//! admin chat in a room over WebSockets through the gateway, and a mention notifies.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::api::{Account, ApiClient};
+use crate::api::{Account, ApiClient, next_frame};
 
 /// The email auth gives the admin role to, in every platform these tests start.
 pub const ADMIN_EMAIL: &str = "admin@example.com";
@@ -79,11 +80,89 @@ pub async fn shop_journey(api: &ApiClient) {
 
     read_notifications(api, &ann, &confirmed, &declined).await;
     audit_holds_every_event_once(api, &admin, &ann).await;
+    chat_live_with_a_mention(api, &ann, &admin).await;
     // The orders' events happened between the first order's creation and the second's
     // cancellation: the report covers those days (one, unless the journey crossed midnight).
     let first_day = day_of(&first["created_at"]);
     let last_day = day_of(&cancelled["updated_at"]);
     sales_report_counts_both_orders(api, &admin, &ann, &first_day, &last_day).await;
+}
+
+/// Ann opens a room and the admin joins; both hold a socket through the gateway. Ann's
+/// message reaches the admin's socket as it is sent, with the admin mentioned, and the
+/// mention becomes the admin's notification. Strangers may not read the room.
+async fn chat_live_with_a_mention(api: &ApiClient, ann: &Account, admin: &Account) {
+    let (status, room) = api
+        .post(
+            "/api/chat/rooms",
+            Some(&ann.token),
+            json!({ "name": "Kettles" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{room}");
+    let room_id = room["id"].as_str().expect("room id");
+    let (status, body) = api
+        .send(
+            reqwest::Method::PUT,
+            &format!("/api/chat/rooms/{room_id}/members/{}", admin.user_id),
+            Some(&admin.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = api
+        .get(&format!("/api/chat/rooms/{room_id}/messages"), None)
+        .await;
+    assert_eq!(status, 401, "chat needs a signed-in user");
+
+    let mut ann_socket = api.websocket("/api/chat/socket", &ann.token).await;
+    let mut admin_socket = api.websocket("/api/chat/socket", &admin.token).await;
+    for socket in [&mut ann_socket, &mut admin_socket] {
+        let welcome = next_frame(socket, "welcome").await;
+        assert!(welcome["rooms"].to_string().contains(room_id), "{welcome}");
+    }
+    let text = format!("@{} the kettles are in stock", admin.user_id);
+    let (status, sent) = api
+        .post(
+            &format!("/api/chat/rooms/{room_id}/messages"),
+            Some(&ann.token),
+            json!({ "text": text }),
+        )
+        .await;
+    assert_eq!(status, 201, "{sent}");
+    assert_eq!(sent["mentions"], json!([admin.user_id]), "{sent}");
+    for socket in [&mut admin_socket, &mut ann_socket] {
+        let frame = next_frame(socket, "message").await;
+        assert_eq!(
+            (&frame["id"], &frame["text"]),
+            (&sent["id"], &sent["text"]),
+            "{frame}"
+        );
+    }
+    eventually("the admin's mention notification", SETTLE, || async {
+        let (status, page) = api
+            .get("/api/notifications?limit=50", Some(&admin.token))
+            .await;
+        assert_eq!(status, 200, "{page}");
+        let mentions = page["items"]
+            .as_array()
+            .map(|items| items.iter().filter(|n| n["kind"] == "mention").count())
+            .unwrap_or(0);
+        if mentions == 1 {
+            Ok(())
+        } else {
+            Err(page.to_string())
+        }
+    })
+    .await;
+    let (status, page) = api
+        .get(
+            &format!("/api/chat/rooms/{room_id}/messages?order=oldest"),
+            Some(&admin.token),
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["items"][0]["id"], sent["id"], "{page}");
 }
 
 /// The UTC day of an RFC 3339 time.
