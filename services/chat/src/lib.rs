@@ -29,7 +29,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, put};
+use axum::routing::{get, put};
 use sloop_events::chat as chat_events;
 use sloop_kit::clock::{now_millis, now_rfc3339};
 use sloop_kit::{Caller, Context, Json, Path, Problem, Query, Service, validate};
@@ -168,7 +168,7 @@ fn router(state: AppState) -> Router {
             "/rooms/{id}/messages",
             get(list_messages).post(send_message),
         )
-        .route("/socket", any(open_socket))
+        .route("/socket", get(open_socket))
         .with_state(state)
 }
 

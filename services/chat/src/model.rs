@@ -17,7 +17,11 @@ pub const MAX_TEXT: usize = 4000;
 #[serde(deny_unknown_fields)]
 pub struct NewRoom {
     /// 1 to 100 characters on one line.
-    #[schema(min_length = 1, max_length = 100)]
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     pub name: String,
 }
 
@@ -48,8 +52,10 @@ pub struct RoomPage {
 #[into_params(parameter_in = Query)]
 pub struct RoomParams {
     /// `next_cursor` of the previous page.
+    #[param(value_type = Option<String>, format = "uuid")]
     pub cursor: Option<String>,
     /// 1 to 200; 50 when absent.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     pub limit: Option<String>,
     /// `true`: only the rooms the caller is a member of.
     pub mine: Option<bool>,
@@ -84,7 +90,12 @@ pub struct Presence {
 #[serde(deny_unknown_fields)]
 pub struct NewMessage {
     /// 1 to 4000 characters. `@<user id>` mentions that member of the room (see `mentions`).
-    #[schema(min_length = 1, max_length = 4000)]
+    /// Tabs and line breaks are kept; other control characters are refused.
+    #[schema(
+        min_length = 1,
+        max_length = 4000,
+        pattern = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
+    )]
     pub text: String,
 }
 
@@ -120,10 +131,13 @@ pub struct MessageParams {
     /// `newest` (the default): newest first, the cursor leads to older messages.
     /// `oldest`: oldest first, the cursor leads to newer ones; with the id of the last
     /// message a client saw as `cursor`, it reads what it missed.
+    #[param(pattern = "^(newest|oldest)$")]
     pub order: Option<String>,
     /// A message id: `next_cursor` of the previous page, or the last message seen.
+    #[param(value_type = Option<String>, format = "uuid")]
     pub cursor: Option<String>,
     /// 1 to 200; 50 when absent.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     pub limit: Option<String>,
 }
 
