@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use slo::evaluate::{LoadTestResult, Prometheus, Scrapes, Source};
+use slo::evaluate::{LoadTestResult, Prometheus, Scrapes, Source, SourceError};
 use slo::math::WORKBOOK_WINDOWS;
 use slo::report::{self, SloReport};
 use slo::spec::{ServiceSlos, load_path};
@@ -364,13 +364,28 @@ fn evaluate(input: &Input) -> anyhow::Result<Vec<SloReport>> {
         }
     };
     let mut reports = Vec::new();
+    let mut skipped = Vec::new();
     for service in &services {
         for slo in &service.slos {
-            let measured = source.measure(slo, &WORKBOOK_WINDOWS).with_context(|| {
-                format!("measuring {}", slo::rules::slo_id(&service.service, slo))
-            })?;
+            let id = slo::rules::slo_id(&service.service, slo);
+            // A raw PromQL SLI (a freshness SLO, say) means nothing to a scrape or a load
+            // test: leave it out, loudly, rather than refuse the SLOs that can be measured.
+            let measured = match source.measure(slo, &WORKBOOK_WINDOWS) {
+                Err(SourceError::NeedsPrometheus(_)) => {
+                    eprintln!("skipping {id}: its SLI is raw PromQL, which needs --prometheus");
+                    skipped.push(id);
+                    continue;
+                }
+                measured => measured.with_context(|| format!("measuring {id}"))?,
+            };
             reports.push(report::build(service, slo, &measured, at_risk));
         }
+    }
+    if reports.is_empty() && !skipped.is_empty() {
+        bail!(
+            "every SLO here has a raw PromQL SLI ({}), which only --prometheus can measure",
+            skipped.join(", ")
+        );
     }
     Ok(reports)
 }
