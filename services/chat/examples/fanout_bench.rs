@@ -4,10 +4,15 @@
 //! frame's arrival. Prints deliveries per second and the send-to-receive latency
 //! distribution, and counts sockets the server dropped.
 //!
+//! Opening a thousand sockets makes a thousand presence changes, each told to every member
+//! connected: a million presence frames. The benchmark waits for that to drain (a warm-up
+//! message reaching every socket) and reports how long it took, then times the messages.
+//!
 //! Talks to the service directly with the identity headers the gateway would set, so it
 //! measures chat, not the front door. `scripts/bench-chat.sh` starts a release `sloop-chat`
 //! and runs this against it.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -52,10 +57,20 @@ async fn main() -> anyhow::Result<()> {
     join_all(&http, &args.target, &room, &members).await?;
     let sent: Arc<Vec<OnceLock<Instant>>> =
         Arc::new((0..args.messages).map(|_| OnceLock::new()).collect());
-    let readers = open_sockets(&args, &members, &sent).await?;
+    let warmed = Arc::new(AtomicUsize::new(0));
+    let opening = Instant::now();
+    let readers = open_sockets(&args, &members, &sent, &warmed).await?;
+    let opened = opening.elapsed();
+    post(&http, &args.target, &room, "warm-up").await?;
+    while warmed.load(Ordering::Relaxed) < readers.len() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     println!(
-        "{} sockets open in room {room}; sending {} messages at {}/s",
+        "{} sockets opened in {:.1} s; their presence frames drained {:.1} s later; \
+         sending {} messages at {}/s",
         readers.len(),
+        opened.as_secs_f64(),
+        (opening.elapsed() - opened).as_secs_f64(),
         args.messages,
         args.rate
     );
@@ -116,6 +131,7 @@ async fn open_sockets(
     args: &Args,
     members: &[String],
     sent: &Arc<Vec<OnceLock<Instant>>>,
+    warmed: &Arc<AtomicUsize>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<Seen>>> {
     let url = format!("{}/socket", args.target.replacen("http", "ws", 1));
     let mut readers = Vec::with_capacity(members.len());
@@ -125,7 +141,7 @@ async fn open_sockets(
         let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
         // The welcome frame: the socket is registered and will get every message.
         socket.next().await.transpose()?;
-        let (sent, expected) = (sent.clone(), args.messages as u64);
+        let (sent, warmed, expected) = (sent.clone(), warmed.clone(), args.messages as u64);
         readers.push(tokio::spawn(async move {
             let mut seen = Seen {
                 latencies: Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
@@ -139,7 +155,12 @@ async fn open_sockets(
                     break;
                 };
                 match frame {
-                    Message::Text(text) => record(&text, &sent, &mut seen),
+                    Message::Text(text) => {
+                        if text.contains("\"text\":\"warm-up\"") {
+                            warmed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        record(&text, &sent, &mut seen)
+                    }
                     Message::Close(_) => {
                         seen.dropped = true;
                         break;
@@ -182,17 +203,22 @@ async fn send_all(
     sent: &[OnceLock<Instant>],
 ) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
-    let url = format!("{}/rooms/{room}/messages", args.target);
     for (n, stamp) in sent.iter().enumerate() {
         tick.tick().await;
         let _ = stamp.set(Instant::now());
-        http.post(&url)
-            .header("x-user-id", "bench-sender")
-            .json(&json!({ "text": format!("bench {n}") }))
-            .send()
-            .await?
-            .error_for_status()?;
+        post(http, &args.target, room, &format!("bench {n}")).await?;
     }
+    Ok(())
+}
+
+/// Posts `text` to `room` as the sender.
+async fn post(http: &reqwest::Client, target: &str, room: &str, text: &str) -> anyhow::Result<()> {
+    http.post(format!("{target}/rooms/{room}/messages"))
+        .header("x-user-id", "bench-sender")
+        .json(&json!({ "text": text }))
+        .send()
+        .await?
+        .error_for_status()?;
     Ok(())
 }
 
