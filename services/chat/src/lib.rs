@@ -574,7 +574,9 @@ async fn open_socket(
     })?;
     let sockets = state.sockets.clone();
     let user = caller.user_id;
+    // Browsers that sign in through the gateway's `bearer` subprotocol expect it selected.
     Ok(upgrade
+        .protocols(["bearer"])
         .max_message_size(64 * 1024)
         .on_failed_upgrade(|err| tracing::info!(error = %err, "WebSocket upgrade failed"))
         .on_upgrade(move |socket| sockets.serve(socket, user)))

@@ -194,26 +194,30 @@ impl Gateway {
     }
 
     /// The caller's identity from a bearer token, `None` without one, or the response that
-    /// refuses a bad token.
+    /// refuses a bad token. A WebSocket handshake from a browser, which cannot set
+    /// `Authorization`, may carry the token in the `bearer` subprotocol instead.
     async fn authenticate(&self, headers: &HeaderMap) -> Result<Option<Identity>, Box<Response>> {
-        let Some(value) = headers.get(header::AUTHORIZATION) else {
-            return Ok(None);
+        let token = match headers.get(header::AUTHORIZATION) {
+            Some(value) => value
+                .to_str()
+                .ok()
+                .and_then(|v| {
+                    v.strip_prefix("Bearer ")
+                        .or_else(|| v.strip_prefix("bearer "))
+                })
+                .map(|token| token.trim().to_owned()),
+            None => match proxy::websocket_bearer(headers) {
+                Some(token) => Some(token),
+                None => return Ok(None),
+            },
         };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
         let Some(token) = token else {
             return Err(Box::new(unauthorized(
                 "send the access token as `Authorization: Bearer TOKEN`",
                 "invalid_request",
             )));
         };
-        match self.0.verifier.verify(token).await {
+        match self.0.verifier.verify(&token).await {
             Ok(identity) => Ok(Some(identity)),
             Err(VerifyError::Invalid(reason)) => {
                 ::metrics::counter!(AUTH_REJECTED, "reason" => "invalid_token").increment(1);

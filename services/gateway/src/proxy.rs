@@ -301,6 +301,7 @@ fn upstream_headers(
     headers.remove(USER_ID_HEADER);
     headers.remove(USER_ROLES_HEADER);
     if websocket {
+        without_bearer_token(&mut headers);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     } else {
@@ -386,6 +387,49 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             continue;
         }
         headers.remove(name);
+    }
+}
+
+/// The subprotocol a browser offers, followed by its access token, where it cannot set
+/// `Authorization` on a WebSocket: `new WebSocket(url, ["bearer", token])` sends
+/// `Sec-WebSocket-Protocol: bearer, TOKEN`. The upstream sees only `bearer`, and selects it.
+pub const BEARER_PROTOCOL: &str = "bearer";
+
+/// The access token of a WebSocket handshake's `bearer` subprotocol, if it carries one.
+pub fn websocket_bearer(headers: &HeaderMap) -> Option<String> {
+    if !is_websocket(headers) {
+        return None;
+    }
+    let protocols = websocket_protocols(headers);
+    let at = protocols.iter().position(|p| p == BEARER_PROTOCOL)?;
+    protocols.get(at + 1).cloned()
+}
+
+fn websocket_protocols(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The offered subprotocols without the access token, which is the gateway's to verify
+/// and no upstream's to see.
+fn without_bearer_token(headers: &mut HeaderMap) {
+    let Some(token) = websocket_bearer(headers) else {
+        return;
+    };
+    let kept: Vec<String> = websocket_protocols(headers)
+        .into_iter()
+        .filter(|p| *p != token)
+        .collect();
+    headers.remove(header::SEC_WEBSOCKET_PROTOCOL);
+    if let Ok(value) = HeaderValue::from_str(&kept.join(", ")) {
+        headers.insert(header::SEC_WEBSOCKET_PROTOCOL, value);
     }
 }
 
@@ -507,5 +551,26 @@ mod tests {
             ("upgrade", "websocket")
         ])));
         assert!(!is_websocket(&headers(&[("upgrade", "websocket")])));
+    }
+
+    #[test]
+    fn a_handshake_token_in_the_bearer_subprotocol_is_read_and_never_forwarded() {
+        let handshake = |protocols: &str| {
+            headers(&[
+                ("connection", "Upgrade"),
+                ("upgrade", "websocket"),
+                ("sec-websocket-protocol", protocols),
+            ])
+        };
+        let offered = handshake("chat.v1, bearer, eyJ.a.b");
+        assert_eq!(websocket_bearer(&offered).as_deref(), Some("eyJ.a.b"));
+        assert_eq!(websocket_bearer(&handshake("bearer")), None);
+        assert_eq!(websocket_bearer(&handshake("chat.v1")), None);
+        let plain = headers(&[("sec-websocket-protocol", "bearer, eyJ.a.b")]);
+        assert_eq!(websocket_bearer(&plain), None, "only on a handshake");
+
+        let mut forwarded = offered.clone();
+        without_bearer_token(&mut forwarded);
+        assert_eq!(forwarded["sec-websocket-protocol"], "chat.v1, bearer");
     }
 }

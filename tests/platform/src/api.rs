@@ -76,6 +76,29 @@ impl ApiClient {
         socket
     }
 
+    /// Opens a WebSocket to `path` as a browser must, which cannot set `Authorization`: the
+    /// token rides in the `bearer` subprotocol, and the service must select `bearer`.
+    pub async fn browser_websocket(&self, path: &str, token: &str) -> Socket {
+        let url = format!("{}{path}", self.base.replacen("http", "ws", 1));
+        let mut request = url.into_client_request().expect("a WebSocket URL");
+        let protocols = format!("bearer, {token}").parse().expect("a header value");
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", protocols);
+        let (socket, response) = tokio_tungstenite::connect_async(request)
+            .await
+            .unwrap_or_else(|e| panic!("WebSocket {path} with the bearer subprotocol: {e}"));
+        assert_eq!(
+            response
+                .headers()
+                .get("sec-websocket-protocol")
+                .and_then(|v| v.to_str().ok()),
+            Some("bearer"),
+            "the service selects the bearer subprotocol, as a browser requires"
+        );
+        socket
+    }
+
     /// Registers `email` and signs in: the login response (`user_id`, `access_token`, …).
     pub async fn sign_up(&self, email: &str) -> Value {
         let account = json!({ "email": email, "password": PASSWORD, "name": "Journey" });

@@ -115,10 +115,14 @@ async fn chat_live_with_a_mention(api: &ApiClient, ann: &Account, admin: &Accoun
         .await;
     assert_eq!(status, 401, "chat needs a signed-in user");
 
+    // Ann's client sets `Authorization`; the admin's signs in as a browser must.
     let mut ann_socket = api.websocket("/api/chat/socket", &ann.token).await;
-    let mut admin_socket = api.websocket("/api/chat/socket", &admin.token).await;
-    for socket in [&mut ann_socket, &mut admin_socket] {
+    let mut admin_socket = api
+        .browser_websocket("/api/chat/socket", &admin.token)
+        .await;
+    for (socket, who) in [(&mut ann_socket, ann), (&mut admin_socket, admin)] {
         let welcome = next_frame(socket, "welcome").await;
+        assert_eq!(welcome["user_id"], who.user_id.as_str(), "{welcome}");
         assert!(welcome["rooms"].to_string().contains(room_id), "{welcome}");
     }
     let text = format!("@{} the kettles are in stock", admin.user_id);
