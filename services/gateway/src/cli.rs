@@ -1,6 +1,7 @@
 //! The `sloop-gateway` command line: the service's flags, the configuration file, and
 //! running it from them.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -14,7 +15,9 @@ use crate::config::{ConfigError, DEFAULT_CONFIG, GatewayConfig};
 ///
 /// Starts on 127.0.0.1:8080 with the built-in routes (every platform service on its
 /// conventional port) unless --config names a file; `--upstream user=http://HOST:PORT`
-/// moves one upstream without a file.
+/// moves one upstream without a file, and naming an upstream more than once
+/// (`--upstream chat=http://A:8083,chat=http://B:8083`) shares its requests among those
+/// instances in turn.
 #[derive(Debug, Parser)]
 #[command(name = "sloop-gateway", version)]
 pub struct Cli {
@@ -55,10 +58,14 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         }
         return Ok(());
     }
+    let mut overrides: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (name, url) in &cli.service.upstreams {
+        overrides.entry(name).or_default().push(url);
+    }
+    for (name, urls) in overrides {
         if !config.upstreams.contains_key(name) {
             return Err(CliError::UnknownUpstream {
-                name: name.clone(),
+                name: name.to_owned(),
                 known: config
                     .upstreams
                     .keys()
@@ -67,7 +74,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                     .join(", "),
             });
         }
-        config.set_upstream(name, url);
+        config.set_upstream_instances(name, &urls);
     }
     sloop_kit::run(crate::service(config), cli.service).await?;
     Ok(())

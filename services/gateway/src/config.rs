@@ -31,7 +31,9 @@ pub enum ConfigError {
 /// The whole configuration, validated.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
-    pub upstreams: BTreeMap<String, String>,
+    /// Each upstream's instances (`http://host:port`, no trailing slash): one, or several
+    /// that share its requests in turn.
+    pub upstreams: BTreeMap<String, Vec<String>>,
     pub routes: Vec<Route>,
     pub jwt: JwtConfig,
     /// Requests per second per client (user id when signed in, else address), and burst.
@@ -134,13 +136,33 @@ impl Rule {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct File {
-    upstreams: BTreeMap<String, String>,
+    upstreams: BTreeMap<String, Instances>,
     routes: Vec<RouteFile>,
     jwt: JwtConfig,
     rate_limit: RateLimit,
     #[serde(default)]
     cors: Cors,
     retry_budget: RetryBudget,
+}
+
+/// An upstream written as one URL or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Instances {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Instances {
+    fn into_urls(self) -> Vec<String> {
+        let urls = match self {
+            Self::One(url) => vec![url],
+            Self::Many(urls) => urls,
+        };
+        urls.into_iter()
+            .map(|url| url.trim_end_matches('/').to_owned())
+            .collect()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,12 +217,19 @@ impl GatewayConfig {
             field,
             message,
         };
-        for (name, url) in &file.upstreams {
-            let ok = (url.starts_with("http://") || url.starts_with("https://"))
-                && url
-                    .parse::<http::Uri>()
-                    .is_ok_and(|u| u.authority().is_some());
-            if !ok {
+        let upstreams: BTreeMap<String, Vec<String>> = file
+            .upstreams
+            .into_iter()
+            .map(|(name, instances)| (name, instances.into_urls()))
+            .collect();
+        for (name, urls) in &upstreams {
+            if urls.is_empty() {
+                return Err(invalid(
+                    format!("upstreams.{name}"),
+                    "needs at least one URL".into(),
+                ));
+            }
+            if let Some(url) = urls.iter().find(|url| !is_http_url(url)) {
                 return Err(invalid(
                     format!("upstreams.{name}"),
                     format!("`{url}` is not an http:// URL with a host"),
@@ -231,17 +260,13 @@ impl GatewayConfig {
                     "must start with / and not end with one, e.g. /api/users".into(),
                 ));
             }
-            if !file.upstreams.contains_key(&route.upstream) {
+            if !upstreams.contains_key(&route.upstream) {
                 return Err(invalid(
                     field("upstream"),
                     format!(
                         "no upstream `{}`; upstreams are: {}",
                         route.upstream,
-                        file.upstreams
-                            .keys()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        upstreams.keys().cloned().collect::<Vec<_>>().join(", ")
                     ),
                 ));
             }
@@ -287,7 +312,7 @@ impl GatewayConfig {
             ));
         }
         Ok(Self {
-            upstreams: file.upstreams,
+            upstreams,
             routes,
             jwt: file.jwt,
             rate_limit: file.rate_limit,
@@ -298,17 +323,34 @@ impl GatewayConfig {
 
     /// Points upstream `name` (and, for `auth`, the JWKS) at `url`.
     pub fn set_upstream(&mut self, name: &str, url: &str) {
-        let url = url.trim_end_matches('/');
-        if name == "auth"
-            && self
-                .jwt
-                .jwks_url
-                .starts_with(self.upstreams.get("auth").map_or("", String::as_str))
-        {
-            self.jwt.jwks_url = format!("{url}/.well-known/jwks.json");
-        }
-        self.upstreams.insert(name.to_owned(), url.to_owned());
+        self.set_upstream_instances(name, &[url]);
     }
+
+    /// Points upstream `name` at several instances that share its requests in turn. An
+    /// auth JWKS URL that pointed at auth follows its first instance.
+    pub fn set_upstream_instances(&mut self, name: &str, urls: &[impl AsRef<str>]) {
+        let urls: Vec<String> = urls
+            .iter()
+            .map(|url| url.as_ref().trim_end_matches('/').to_owned())
+            .collect();
+        let Some(first) = urls.first() else { return };
+        let jwks_follows_auth = self
+            .upstreams
+            .get("auth")
+            .and_then(|old| old.first())
+            .is_some_and(|old| self.jwt.jwks_url.starts_with(old.as_str()));
+        if name == "auth" && jwks_follows_auth {
+            self.jwt.jwks_url = format!("{first}/.well-known/jwks.json");
+        }
+        self.upstreams.insert(name.to_owned(), urls);
+    }
+}
+
+fn is_http_url(url: &str) -> bool {
+    (url.starts_with("http://") || url.starts_with("https://"))
+        && url
+            .parse::<http::Uri>()
+            .is_ok_and(|u| u.authority().is_some())
 }
 
 #[cfg(test)]
@@ -334,7 +376,31 @@ mod tests {
             .find(|r| r.prefix == "/api/auth")
             .unwrap();
         assert!(auth.public);
-        assert_eq!(config.upstreams["auth"], "http://127.0.0.1:8081");
+        assert_eq!(config.upstreams["auth"], ["http://127.0.0.1:8081"]);
+    }
+
+    #[test]
+    fn an_upstream_may_list_several_instances() {
+        let text = DEFAULT_CONFIG.replace(
+            "chat: http://127.0.0.1:8083",
+            "chat: [http://127.0.0.1:8083, \"http://127.0.0.1:8093/\"]",
+        );
+        let config = GatewayConfig::parse("g.yaml", &text).unwrap();
+        assert_eq!(
+            config.upstreams["chat"],
+            ["http://127.0.0.1:8083", "http://127.0.0.1:8093"]
+        );
+        for (list, complaint) in [("[]", "at least one URL"), ("[http://a:1, b:2]", "`b:2`")] {
+            let text =
+                DEFAULT_CONFIG.replace("chat: http://127.0.0.1:8083", &format!("chat: {list}"));
+            let err = GatewayConfig::parse("g.yaml", &text)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("upstreams.chat") && err.contains(complaint),
+                "{err}"
+            );
+        }
     }
 
     #[test]
@@ -389,7 +455,7 @@ mod tests {
     fn overriding_auth_moves_the_jwks_too() {
         let mut config = GatewayConfig::defaults();
         config.set_upstream("auth", "http://10.0.0.5:9000/");
-        assert_eq!(config.upstreams["auth"], "http://10.0.0.5:9000");
+        assert_eq!(config.upstreams["auth"], ["http://10.0.0.5:9000"]);
         assert_eq!(
             config.jwt.jwks_url,
             "http://10.0.0.5:9000/.well-known/jwks.json"

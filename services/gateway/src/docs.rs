@@ -29,6 +29,20 @@ const GATEWAY_ANSWERS: [(&str, &str); 5] = [
     ),
 ];
 
+/// The upstream's own document, from the first of its instances that serves one.
+async fn fetch_document(client: &reqwest::Client, instances: &[String]) -> Option<Value> {
+    for base in instances {
+        let response = client.get(format!("{base}/openapi.json")).send().await;
+        if let Ok(response) = response
+            && response.status().is_success()
+            && let Ok(doc) = response.json::<Value>().await
+        {
+            return Some(doc);
+        }
+    }
+    None
+}
+
 pub async fn aggregated(State(gateway): State<Gateway>) -> Json<Value> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
@@ -42,13 +56,7 @@ pub async fn aggregated(State(gateway): State<Gateway>) -> Json<Value> {
     let mut fetched: std::collections::HashMap<&str, Option<Value>> = Default::default();
     for route in &config.routes {
         if !fetched.contains_key(route.upstream.as_str()) {
-            let url = format!("{}/openapi.json", config.upstreams[&route.upstream]);
-            let doc = match client.get(&url).send().await {
-                Ok(response) if response.status().is_success() => {
-                    response.json::<Value>().await.ok()
-                }
-                _ => None,
-            };
+            let doc = fetch_document(&client, &config.upstreams[&route.upstream]).await;
             fetched.insert(&route.upstream, doc);
         }
         let Some(doc) = &fetched[route.upstream.as_str()] else {

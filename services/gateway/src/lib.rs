@@ -73,7 +73,7 @@ impl Gateway {
         let targets = config
             .upstreams
             .iter()
-            .map(|(name, url)| (name.clone(), Target::new(name, url)))
+            .map(|(name, urls)| (name.clone(), Target::new(name, urls)))
             .collect();
         Self(Arc::new(Inner {
             proxy: Proxy::new(
@@ -258,8 +258,9 @@ impl Gateway {
         }
     }
 
-    /// Ready when at least one upstream answers its `/healthz`: one service down degrades
-    /// its routes, not the whole entry point. Each upstream's state is in the report.
+    /// Ready when at least one upstream instance answers its `/healthz`: one service down
+    /// degrades its routes, not the whole entry point. Instances that do not answer are
+    /// named in the logs.
     fn readiness(&self) -> Check {
         let gateway = self.clone();
         Check::new("upstreams", true, move || {
@@ -269,16 +270,16 @@ impl Gateway {
                     .timeout(Duration::from_secs(1))
                     .build()
                     .map_err(|e| e.to_string())?;
-                let probes = gateway.0.targets.values().map(|target| {
-                    let client = client.clone();
-                    async move {
+                let client = &client;
+                let probes = gateway.0.targets.values().flat_map(|target| {
+                    target.instances.iter().map(move |instance| async move {
                         let ok = client
-                            .get(format!("{}/healthz", target.base))
+                            .get(format!("{}/healthz", instance.base))
                             .send()
                             .await
                             .is_ok_and(|r| r.status().is_success());
-                        (target.name.clone(), ok)
-                    }
+                        (format!("{} ({})", target.name, instance.base), ok)
+                    })
                 });
                 let results = futures::future::join_all(probes).await;
                 let down: Vec<&str> = results

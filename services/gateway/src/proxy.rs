@@ -2,9 +2,11 @@
 //! dropped both ways, `X-Forwarded-*` and `Forwarded` added, bodies streamed rather than
 //! buffered, WebSocket upgrades bridged, a time-out until response headers, retries only
 //! for idempotent requests without a body and within a retry budget, and a circuit breaker
-//! per upstream that answers 503 at once while open.
+//! per upstream instance. An upstream with several instances hands requests to them in turn,
+//! passing over those whose breaker is open; it answers 503 at once when every one is open.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -18,7 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use metrics::{counter, histogram};
 use opentelemetry::trace::Status;
 use sloop_kit::Problem;
-use sloop_kit::breaker::{BreakerSettings, CircuitBreaker};
+use sloop_kit::breaker::{BreakerSettings, CircuitBreaker, Permit, Rejected};
 use sloop_kit::identity::{FORWARDED_FOR, USER_ID_HEADER, USER_ROLES_HEADER};
 use tower::retry::budget::{Budget, TpsBudget};
 use tracing::Instrument;
@@ -27,22 +29,70 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::jwks::Identity;
 use crate::metrics::{RETRIES, UPSTREAM_DURATION, UPSTREAM_ERRORS, UPSTREAM_REQUESTS};
 
-/// One upstream: where it is and its breaker.
+/// One upstream: its instances, taken in turn.
 pub struct Target {
     pub name: String,
+    pub instances: Vec<Instance>,
+    next: AtomicUsize,
+}
+
+/// One instance of an upstream: where it is and its breaker.
+pub struct Instance {
     /// `http://host:port`, no trailing slash.
     pub base: String,
     pub breaker: CircuitBreaker,
 }
 
 impl Target {
-    pub fn new(name: &str, base: &str) -> Self {
+    /// `bases` must not be empty. With one instance its breaker's metrics carry the upstream's
+    /// name (`upstream="user"`); with several, each instance's address is added
+    /// (`upstream="chat@10.0.0.2:8083"`) so each breaker is its own series.
+    pub fn new(name: &str, bases: &[String]) -> Self {
+        assert!(!bases.is_empty(), "upstream {name} has no instance");
+        let instances = bases
+            .iter()
+            .map(|base| {
+                let base = base.trim_end_matches('/').to_owned();
+                let label = match bases.len() {
+                    1 => name.to_owned(),
+                    _ => format!("{name}@{}", authority(&base)),
+                };
+                Instance {
+                    breaker: CircuitBreaker::new("gateway", label, BreakerSettings::default()),
+                    base,
+                }
+            })
+            .collect();
         Self {
             name: name.to_owned(),
-            base: base.trim_end_matches('/').to_owned(),
-            breaker: CircuitBreaker::new("gateway", name, BreakerSettings::default()),
+            instances,
+            next: AtomicUsize::new(0),
         }
     }
+
+    /// The next instance in turn whose breaker lets a call through, with its permit; when
+    /// every breaker is open, the soonest time to retry.
+    fn pick(&self) -> Result<(&Instance, Permit<'_>), Rejected> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut soonest: Option<Rejected> = None;
+        for offset in 0..self.instances.len() {
+            let instance = &self.instances[(start + offset) % self.instances.len()];
+            match instance.breaker.try_call() {
+                Ok(permit) => return Ok((instance, permit)),
+                Err(rejected) => {
+                    if soonest.is_none_or(|s| rejected.retry_after < s.retry_after) {
+                        soonest = Some(rejected);
+                    }
+                }
+            }
+        }
+        Err(soonest.expect("an upstream has at least one instance"))
+    }
+}
+
+/// `host:port` of a base URL, for labels.
+fn authority(base: &str) -> &str {
+    base.split_once("://").map_or(base, |(_, rest)| rest)
 }
 
 /// The shared HTTP client and retry budget.
@@ -98,12 +148,11 @@ impl Proxy {
         let websocket = is_websocket(request.headers());
         let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut request));
         let (parts, body) = request.into_parts();
-        let uri = match upstream_uri(&forward, &parts.uri) {
-            Ok(uri) => uri,
+        let path = match forwarded_path(&forward, &parts.uri) {
+            Ok(path) => path,
             Err(problem) => return problem.into_response(),
         };
-        let headers =
-            upstream_headers(&parts.headers, &uri, &forward, websocket, &parts.extensions);
+        let mut headers = upstream_headers(&parts.headers, &forward, websocket, &parts.extensions);
         let method = parts.method.clone();
         let replayable = is_idempotent(&method) && has_no_body(&parts.headers) && !websocket;
         self.budget.deposit();
@@ -113,9 +162,6 @@ impl Proxy {
             otel.name = format!("{} {}", method, forward.route),
             otel.kind = "client",
             http.request.method = telemetry::http::method_label(&method),
-            server.address = uri.host().unwrap_or_default(),
-            server.port = i64::from(uri.port_u16().unwrap_or(80)),
-            url.full = %uri,
             url.template = forward.route,
             gateway.upstream = %forward.target.name,
         );
@@ -124,8 +170,8 @@ impl Proxy {
         let started = Instant::now();
         let outcome = loop {
             attempt += 1;
-            let permit = match forward.target.breaker.try_call() {
-                Ok(permit) => permit,
+            let (instance, permit) = match forward.target.pick() {
+                Ok(picked) => picked,
                 Err(rejected) => {
                     self.error(&forward, "open");
                     break Err(Problem::unavailable(format!(
@@ -135,9 +181,25 @@ impl Proxy {
                     .with_retry_after(rejected.retry_after.as_secs().max(1)));
                 }
             };
+            let uri = match format!("{}{path}", instance.base).parse::<Uri>() {
+                Ok(uri) => uri,
+                Err(_) => {
+                    break Err(Problem::bad_request("the request path cannot be forwarded"));
+                }
+            };
+            // The attempt that answers leaves its instance on the span.
+            span.set_attribute("server.address", uri.host().unwrap_or_default().to_owned());
+            span.set_attribute("server.port", i64::from(uri.port_u16().unwrap_or(80)));
+            span.set_attribute("url.full", uri.to_string());
+            if let Some(host) = uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
+                headers.insert(header::HOST, host);
+            }
             let mut upstream = hyper::Request::builder()
                 .method(method.clone())
-                .uri(uri.clone())
+                .uri(uri)
                 .body(if replayable {
                     Body::empty()
                 } else {
@@ -170,9 +232,11 @@ impl Proxy {
                     }
                     break Ok(response);
                 }
-                Ok(Err(err)) => {
+                Ok(Err(_)) => {
                     permit.failure();
-                    if err.is_connect() && retry(&self.budget) {
+                    // A replayable request is safe to send again whatever broke, and the
+                    // next attempt goes to the next instance.
+                    if retry(&self.budget) {
                         counter!(RETRIES, "upstream" => forward.target.name.clone()).increment(1);
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
@@ -277,20 +341,22 @@ fn bridge(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade
     });
 }
 
-fn upstream_uri(forward: &Forward<'_>, uri: &Uri) -> Result<Uri, Problem> {
+/// The path and query the upstream sees: the route's `strip` cut from the front.
+fn forwarded_path(forward: &Forward<'_>, uri: &Uri) -> Result<String, Problem> {
     let path = uri.path().strip_prefix(forward.strip).unwrap_or(uri.path());
     let path = if path.is_empty() { "/" } else { path };
     let full = match uri.query() {
-        Some(query) => format!("{}{path}?{query}", forward.target.base),
-        None => format!("{}{path}", forward.target.base),
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
     };
-    full.parse()
+    full.parse::<axum::http::uri::PathAndQuery>()
+        .map(|_| full)
         .map_err(|_| Problem::bad_request("the request path cannot be forwarded"))
 }
 
+/// The headers every attempt sends; `Host` is set per attempt, for the instance it goes to.
 fn upstream_headers(
     incoming: &HeaderMap,
-    uri: &Uri,
     forward: &Forward<'_>,
     websocket: bool,
     extensions: &axum::http::Extensions,
@@ -319,11 +385,7 @@ fn upstream_headers(
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned);
-    if let Some(authority) = uri.authority()
-        && let Ok(host) = HeaderValue::from_str(authority.as_str())
-    {
-        headers.insert(header::HOST, host);
-    }
+    headers.remove(header::HOST);
     if let Some(client) = forward.client {
         append(
             &mut headers,
@@ -496,7 +558,7 @@ mod tests {
 
     #[test]
     fn forwarding_rewrites_the_path_and_adds_proxy_headers() {
-        let target = Target::new("user", "http://10.0.0.7:8082/");
+        let target = Target::new("user", &["http://10.0.0.7:8082/".to_owned()]);
         let identity = Identity {
             user_id: "u-1".into(),
             roles: vec!["user".into(), "admin".into()],
@@ -509,8 +571,9 @@ mod tests {
             identity: Some(&identity),
             client: Some("203.0.113.9".parse().unwrap()),
         };
-        let uri = upstream_uri(&forward, &"/api/users/42?x=1".parse().unwrap()).unwrap();
-        assert_eq!(uri.to_string(), "http://10.0.0.7:8082/users/42?x=1");
+        let path = forwarded_path(&forward, &"/api/users/42?x=1".parse().unwrap()).unwrap();
+        assert_eq!(path, "/users/42?x=1");
+        assert_eq!(target.instances[0].base, "http://10.0.0.7:8082");
         let incoming = headers(&[
             ("host", "gateway.example"),
             ("x-user-id", "forged"),
@@ -518,10 +581,13 @@ mod tests {
             ("x-forwarded-for", "198.51.100.1"),
             ("upgrade", "h2c"),
         ]);
-        let out = upstream_headers(&incoming, &uri, &forward, false, &Default::default());
+        let out = upstream_headers(&incoming, &forward, false, &Default::default());
         assert_eq!(out["x-user-id"], "u-1");
         assert_eq!(out["x-user-roles"], "user,admin");
-        assert_eq!(out["host"], "10.0.0.7:8082");
+        assert!(
+            out.get("host").is_none(),
+            "set per attempt, for its instance"
+        );
         assert_eq!(out["x-forwarded-for"], "198.51.100.1, 203.0.113.9");
         assert_eq!(out["x-forwarded-host"], "gateway.example");
         assert_eq!(
@@ -534,8 +600,42 @@ mod tests {
             identity: None,
             ..forward
         };
-        let out = upstream_headers(&incoming, &uri, &anonymous, false, &Default::default());
+        let out = upstream_headers(&incoming, &anonymous, false, &Default::default());
         assert!(out.get("x-user-id").is_none() && out.get("x-user-roles").is_none());
+    }
+
+    #[test]
+    fn instances_take_turns_and_an_open_breaker_is_passed_over() {
+        let bases: Vec<String> = ["http://a:1", "http://b:1", "http://c:1"]
+            .map(str::to_owned)
+            .to_vec();
+        let target = Target::new("chat", &bases);
+        let picked = || target.pick().map(|(instance, _)| instance.base.clone());
+        let turns: Vec<String> = (0..6).map(|_| picked().unwrap()).collect();
+        assert_eq!(turns, [&bases[..], &bases[..]].concat());
+
+        while target.instances[1].breaker.try_call().is_ok_and(|permit| {
+            permit.failure();
+            true
+        }) {}
+        let turns: Vec<String> = (0..4).map(|_| picked().unwrap()).collect();
+        assert!(!turns.contains(&bases[1]), "{turns:?}");
+        assert!(
+            turns.contains(&bases[0]) && turns.contains(&bases[2]),
+            "{turns:?}"
+        );
+
+        for instance in [0, 2] {
+            while target.instances[instance]
+                .breaker
+                .try_call()
+                .is_ok_and(|permit| {
+                    permit.failure();
+                    true
+                })
+            {}
+        }
+        assert!(target.pick().is_err(), "every breaker is open");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Through the gateway: tokens of every bad kind refused, roles enforced, identity headers
-//! set only by the gateway, rate limits, the circuit breaker, WebSockets, the aggregated
-//! OpenAPI document. User and auth run on SQLite and PostgreSQL.
+//! set only by the gateway, rate limits, the circuit breaker, an upstream of several
+//! instances, WebSockets, the aggregated OpenAPI document. User and auth run on SQLite and PostgreSQL.
 
 mod support;
 
@@ -272,6 +272,57 @@ async fn a_dead_upstream_opens_its_breaker_and_recovers_by_itself() {
     for app in [gateway, auth, user, echo] {
         app.stop().await;
     }
+}
+
+/// Two instances of one upstream take its requests in turn; when one stops, reads keep
+/// succeeding on the other (a refused attempt is retried there, then its breaker opens).
+#[tokio::test]
+async fn an_upstream_of_two_instances_shares_requests_and_outlives_one() {
+    let second = TestApp::spawn(support::echo(), TestBackend::Sqlite).await;
+    let second_url = second.url("");
+    let p = Platform::start_with(TestBackend::Sqlite, |config| {
+        let first = config.upstreams["echo"][0].clone();
+        config.set_upstream_instances("echo", &[first, second_url.clone()]);
+    })
+    .await;
+    let reached = |response: &sloop_kit::testing::TestResponse| {
+        response.assert_status(200);
+        response.json::<serde_json::Value>()["host"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut hosts = Vec::new();
+    for _ in 0..4 {
+        hosts.push(reached(&p.gateway.get("/api/echo/headers").await));
+    }
+    let (first_host, second_host) = (p.echo.addr.to_string(), second.addr.to_string());
+    for host in [&first_host, &second_host] {
+        assert_eq!(
+            hosts.iter().filter(|h| h == &host).count(),
+            2,
+            "each instance in turn: {hosts:?}"
+        );
+    }
+
+    second.stop().await;
+    for _ in 0..20 {
+        assert_eq!(
+            reached(&p.gateway.get("/api/echo/headers").await),
+            first_host
+        );
+    }
+    let metrics = p.gateway.get("/metrics").await.text();
+    let instance = format!("upstream=\"echo@{second_host}\"");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("circuit_breaker_state{")
+                && l.contains(&instance)
+                && l.ends_with(" 1")),
+        "the stopped instance's breaker is open: {metrics}"
+    );
+    p.stop().await;
 }
 
 #[tokio::test]

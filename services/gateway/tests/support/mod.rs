@@ -31,7 +31,7 @@ pub struct Platform {
 }
 
 /// An upstream that answers with the headers it received, and echoes WebSocket messages.
-fn echo() -> Service {
+pub fn echo() -> Service {
     Service::new("echo", 0).api(|_| {
         Router::new()
             .route(
@@ -103,7 +103,7 @@ impl Platform {
         let mut config = GatewayConfig::defaults();
         config.set_upstream("user", &user.url(""));
         config.set_upstream("auth", &auth.url(""));
-        config.upstreams.insert("echo".into(), echo.url(""));
+        config.upstreams.insert("echo".into(), vec![echo.url("")]);
         config.routes.push(Route {
             prefix: "/api/echo".into(),
             upstream: "echo".into(),
