@@ -47,7 +47,16 @@ stop() {
   echo "==> stopped $name"
 }
 
-for service in gateway batch audit notification payment store chat auth user broker; do
+# Chat's further instances (chat-2, ...) go just before chat.
+for service in gateway batch audit notification payment store; do
+  stop "$service"
+done
+for file in "$RUN_DIR"/pids/chat-*.pid; do
+  [[ -e "$file" ]] || continue
+  name="$(basename "$file" .pid)"
+  stop "$name"
+done
+for service in chat auth user broker; do
   stop "$service"
 done
 if [[ -d "$RUN_DIR/postgres/data" ]]; then

@@ -15,7 +15,8 @@
 #     telemetry on, for 20 s (scripts/load-user.sh; the thresholds decide its exit status);
 #   - the distributed mode: scripts/distributed-up.sh starts every service as its own
 #     process (the debug builds the tests used) on its own PostgreSQL database with Tansu,
-#     the shop journey runs through its gateway, scripts/distributed-down.sh stops it.
+#     chat as two processes, the shop journey runs through its gateway (its chat users on
+#     different chat instances), scripts/distributed-down.sh stops it.
 # Extra arguments go to `cargo test`, e.g. `./scripts/test.sh -p sloop-user`, and skip
 # the contract and load stages.
 set -euo pipefail
@@ -31,9 +32,10 @@ distributed_journey() {
   # The debug binaries `cargo test` built: this stage proves the wiring, not the speed,
   # and a release build of every service would cost CI minutes for nothing.
   export SLOOP_RUN_DIR="$run_dir" SLOOP_PORT_OFFSET=30000 SLOOP_PG_PORT="$(free_port)" \
-    SLOOP_KAFKA_PORT="$(free_port)" AUTH_ADMIN_EMAILS=admin@example.com SLOOP_BIN_DIR=target/debug
+    SLOOP_KAFKA_PORT="$(free_port)" AUTH_ADMIN_EMAILS=admin@example.com SLOOP_BIN_DIR=target/debug \
+    SLOOP_CHAT_INSTANCES=2
   if ./scripts/distributed-up.sh; then
-    cargo run --locked -q -p platform-tests --example journey -- http://127.0.0.1:38080 || status=$?
+    cargo run --locked -q -p platform-tests --example journey -- http://127.0.0.1:38080 2 || status=$?
   else
     status=$?
   fi

@@ -3,6 +3,11 @@
 //!
 //! Each service's runtime threads are entered into its telemetry scope, so its spans, metrics
 //! and log lines carry its own name, as they do when it runs as its own process.
+//!
+//! Chat may run as several instances (`--chat-instances`), as it does behind a balancing
+//! gateway in production: each is its own scope (`chat#2`), with its own port and its own
+//! registry, sharing chat's SQLite file; the gateway takes them in turn and messages cross
+//! between them over the bus.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -29,6 +34,15 @@ pub const SERVICES: [&str; 9] = [
     "gateway",
 ];
 
+/// The scopes of chat's instances, for `--chat-instances` up to its maximum.
+const CHAT_SCOPES: [&str; 4] = ["chat", "chat#2", "chat#3", "chat#4"];
+
+/// The most chat instances `sloop up` runs.
+pub const MAX_CHAT_INSTANCES: usize = CHAT_SCOPES.len();
+
+/// Chat instance n (from 1) listens on chat's port plus 10·(n−1): 8083, 8093, 8103...
+const INSTANCE_PORT_STEP: u16 = 10;
+
 /// How long every service together may take to report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -48,6 +62,23 @@ pub struct UpOptions {
     pub service_args: ServiceArgs,
     /// Worker threads of each service's runtime.
     pub threads_per_service: usize,
+    /// How many chat instances run (1 to [`MAX_CHAT_INSTANCES`]).
+    pub chat_instances: usize,
+}
+
+impl UpOptions {
+    /// Every telemetry scope, in start order: each service, and `chat#n` for chat's further
+    /// instances. Pass them to `telemetry::init_services`.
+    pub fn scopes(&self) -> Vec<&'static str> {
+        let chat = self.chat_instances.clamp(1, MAX_CHAT_INSTANCES);
+        SERVICES
+            .iter()
+            .flat_map(|service| match *service {
+                "chat" => CHAT_SCOPES[..chat].to_vec(),
+                other => vec![other],
+            })
+            .collect()
+    }
 }
 
 /// Which port each service listens on.
@@ -91,9 +122,11 @@ pub enum UpError {
     },
 }
 
-/// One service running on its own runtime thread.
+/// One service (or one instance of it) running on its own runtime thread.
 struct RunningService {
     name: &'static str,
+    /// The name, or `name#n` for a further instance.
+    scope: &'static str,
     url: String,
     stop: CancellationToken,
     thread: JoinHandle<Result<(), StartError>>,
@@ -109,7 +142,7 @@ pub struct Platform {
 impl std::fmt::Debug for Platform {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_map()
-            .entries(self.services.iter().map(|s| (s.name, &s.url)))
+            .entries(self.services.iter().map(|s| (s.scope, &s.url)))
             .finish()
     }
 }
@@ -129,8 +162,8 @@ impl Platform {
             started_in: Duration::ZERO,
             data_dir: options.data_dir.clone(),
         };
-        for name in SERVICES {
-            let result = platform.launch(name, &options, &bus).await;
+        for scope in options.scopes() {
+            let result = platform.launch(scope, &options, &bus).await;
             if let Err(err) = result {
                 let _ = platform.stop().await;
                 return Err(err);
@@ -144,29 +177,43 @@ impl Platform {
         Ok(platform)
     }
 
+    /// Starts the service (or the further instance) of `scope`.
     async fn launch(
         &mut self,
-        name: &'static str,
+        scope: &'static str,
         options: &UpOptions,
         bus: &EventBus,
     ) -> Result<(), UpError> {
-        let upstreams: BTreeMap<String, String> = self
-            .services
-            .iter()
-            .map(|s| (s.name.to_owned(), s.url.clone()))
-            .collect();
-        let service = build_service(name, options, &upstreams);
-        let port = listen_port(name, service.port(), options.ports)?;
+        let name = telemetry::scope::service_name(scope);
+        let instance = self.services.iter().filter(|s| s.name == name).count();
+        let service = build_service(name, options, &self.instances());
+        let port = listen_port(scope, service.port(), instance, options.ports)?;
         let mut settings = Settings::from_args(&options.service_args, port, bus.clone());
         settings.listen = SocketAddr::new(options.host, port);
         settings.database_url = Some(format!(
             "sqlite://{}",
             options.data_dir.join(format!("{name}.db")).display()
         ));
-        settings.upstream_urls = upstreams;
-        let running = spawn(service, settings, options.threads_per_service).await?;
+        // Services call the first instance of another; only the gateway balances.
+        settings.upstream_urls = self
+            .instances()
+            .into_iter()
+            .map(|(name, mut urls)| (name, urls.swap_remove(0)))
+            .collect();
+        let running = spawn(service, scope, settings, options.threads_per_service).await?;
         self.services.push(running);
         Ok(())
+    }
+
+    /// The URLs of every instance started so far, by service.
+    fn instances(&self) -> BTreeMap<String, Vec<String>> {
+        let mut urls: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for service in &self.services {
+            urls.entry(service.name.to_owned())
+                .or_default()
+                .push(service.url.clone());
+        }
+        urls
     }
 
     async fn wait_until_ready(&self) -> Result<(), UpError> {
@@ -188,7 +235,7 @@ impl Platform {
                 }
                 if Instant::now() >= deadline {
                     return Err(UpError::NotReady {
-                        service: service.name,
+                        service: service.scope,
                         url,
                     });
                 }
@@ -198,12 +245,13 @@ impl Platform {
         Ok(())
     }
 
-    /// Each service's name and base URL, in start order.
+    /// Each service's scope (its name, or `chat#2` for a further instance) and base URL, in
+    /// start order.
     pub fn services(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        self.services.iter().map(|s| (s.name, s.url.as_str()))
+        self.services.iter().map(|s| (s.scope, s.url.as_str()))
     }
 
-    /// The base URL of service `name`, if it runs.
+    /// The base URL of service `name` (its first instance), if it runs.
     pub fn url(&self, name: &str) -> Option<&str> {
         self.services()
             .find(|(n, _)| *n == name)
@@ -217,10 +265,15 @@ impl Platform {
 
     /// What runs where, and where telemetry goes: printed once everything is ready.
     pub fn summary(&self) -> String {
+        let chat_instances = self.services.iter().filter(|s| s.name == "chat").count();
+        let instances = match chat_instances {
+            0 | 1 => String::new(),
+            n => format!(", {n} chat instances"),
+        };
         let mut text = format!(
-            "sloop {}: the platform is up ({} services, ready in {:.2} s)\n\n",
+            "sloop {}: the platform is up ({} services{instances}, ready in {:.2} s)\n\n",
             env!("CARGO_PKG_VERSION"),
-            self.services.len(),
+            self.services.len() - chat_instances.saturating_sub(1),
             self.started_in.as_secs_f64()
         );
         for (name, url) in self.services().filter(|(n, _)| *n == "gateway") {
@@ -247,7 +300,7 @@ impl Platform {
         let mut first_error = None;
         for service in self.services.into_iter().rev() {
             service.stop.cancel();
-            let name = service.name;
+            let name = service.scope;
             let joined = tokio::task::spawn_blocking(move || service.thread.join())
                 .await
                 .map_err(|e| e.to_string())
@@ -276,7 +329,7 @@ impl Platform {
 fn build_service(
     name: &'static str,
     options: &UpOptions,
-    upstreams: &BTreeMap<String, String>,
+    instances: &BTreeMap<String, Vec<String>>,
 ) -> Service {
     match name {
         "user" => sloop_user::service(),
@@ -295,9 +348,9 @@ fn build_service(
                 .gateway_config
                 .clone()
                 .unwrap_or_else(GatewayConfig::defaults);
-            for (upstream, url) in upstreams {
+            for (upstream, urls) in instances {
                 if config.upstreams.contains_key(upstream) {
-                    config.set_upstream(upstream, url);
+                    config.set_upstream_instances(upstream, urls);
                 }
             }
             sloop_gateway::service(config)
@@ -306,14 +359,25 @@ fn build_service(
     }
 }
 
-fn listen_port(service: &'static str, port: u16, ports: Ports) -> Result<u16, UpError> {
+/// The port of a service's `instance` (from 0): its conventional port plus the offset, and
+/// [`INSTANCE_PORT_STEP`] more for each further instance.
+fn listen_port(
+    service: &'static str,
+    port: u16,
+    instance: usize,
+    ports: Ports,
+) -> Result<u16, UpError> {
     match ports {
         Ports::Any => Ok(0),
-        Ports::Conventional { offset } => port.checked_add(offset).ok_or(UpError::PortOutOfRange {
-            service,
-            port,
-            offset,
-        }),
+        Ports::Conventional { offset } => u16::try_from(instance)
+            .ok()
+            .and_then(|n| n.checked_mul(INSTANCE_PORT_STEP))
+            .and_then(|step| port.checked_add(step)?.checked_add(offset))
+            .ok_or(UpError::PortOutOfRange {
+                service,
+                port,
+                offset,
+            }),
     }
 }
 
@@ -321,6 +385,7 @@ fn listen_port(service: &'static str, port: u16, ports: Ports) -> Result<u16, Up
 /// the service's telemetry scope; returns once it listens.
 async fn spawn(
     service: Service,
+    scope: &'static str,
     settings: Settings,
     threads: usize,
 ) -> Result<RunningService, UpError> {
@@ -329,13 +394,13 @@ async fn spawn(
     let (ready, listening) = tokio::sync::oneshot::channel();
     let stopped = stop.clone();
     let thread = std::thread::Builder::new()
-        .name(format!("sloop-{name}"))
+        .name(format!("sloop-{scope}"))
         .spawn(move || {
-            telemetry::scope::enter(name);
+            telemetry::scope::enter(scope);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(threads.max(1))
-                .thread_name(format!("sloop-{name}"))
-                .on_thread_start(move || telemetry::scope::enter(name))
+                .thread_name(format!("sloop-{scope}"))
+                .on_thread_start(move || telemetry::scope::enter(scope))
                 .enable_all()
                 .build()
                 .map_err(|e| StartError::Setup(format!("cannot start a runtime: {e}")));
@@ -359,26 +424,27 @@ async fn spawn(
             })
         })
         .map_err(|e| UpError::Start {
-            service: name,
+            service: scope,
             reason: format!("cannot start its thread: {e}"),
         })?;
     let addr = match listening.await {
         Ok(Ok(addr)) => addr,
         Ok(Err(reason)) => {
             return Err(UpError::Start {
-                service: name,
+                service: scope,
                 reason,
             });
         }
         Err(_) => {
             return Err(UpError::Start {
-                service: name,
+                service: scope,
                 reason: "its runtime thread ended before it listened".to_owned(),
             });
         }
     };
     Ok(RunningService {
         name,
+        scope,
         url: format!("http://{addr}"),
         stop,
         thread,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use sloop::{Platform, Ports, SERVICES, UpOptions};
+use sloop::{MAX_CHAT_INSTANCES, Platform, Ports, UpOptions};
 use sloop_gateway::GatewayConfig;
 use sloop_kit::ServiceArgs;
 
@@ -77,6 +77,13 @@ struct UpArgs {
     /// Worker threads of each service's runtime.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     threads_per_service: u16,
+
+    /// Chat instances to run behind the gateway, which hands out sockets and requests to
+    /// them in turn; messages reach members on every instance through the bus. Instance n
+    /// listens on chat's port plus 10·(n−1) (8083, 8093, ...) and shares chat's SQLite file.
+    #[arg(long, env = "SLOOP_CHAT_INSTANCES", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=MAX_CHAT_INSTANCES as i64))]
+    chat_instances: u16,
 }
 
 /// The settings every service shares, read from the same variables as each service's own
@@ -100,7 +107,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn up(args: UpArgs) -> anyhow::Result<()> {
     let options = options(args)?;
-    let telemetry = telemetry::init_services(&SERVICES)?;
+    let telemetry = telemetry::init_services(&options.scopes())?;
     let platform = Platform::start(options).await;
     let result = match platform {
         Ok(platform) => {
@@ -137,5 +144,6 @@ fn options(args: UpArgs) -> anyhow::Result<UpOptions> {
         gateway_config,
         service_args: shared.args,
         threads_per_service: usize::from(args.threads_per_service),
+        chat_instances: usize::from(args.chat_instances),
     })
 }

@@ -1,7 +1,8 @@
-//! `sloop up` as its users start it: the one binary, every service in one process. The shop
-//! journey passes through its gateway; each service keeps its own identity, as in the
-//! distributed mode (spans over OTLP name the service of each hop, each `/metrics` holds
-//! only that service's series, each log line names its service); SIGTERM stops it cleanly.
+//! `sloop up` as its users start it: the one binary, every service in one process, chat as
+//! two instances. The shop journey passes through its gateway, its two chat users on
+//! different instances; each service keeps its own identity, as in the distributed mode
+//! (spans over OTLP name the service of each hop, each `/metrics` holds only that service's
+//! or instance's series, each log line names its service); SIGTERM stops it cleanly.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Stdio;
@@ -16,6 +17,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const SERVER: i32 = 2;
+
+/// Chat instances `sloop up` runs here: the journey's two users land on different ones.
+const CHAT_INSTANCES: usize = 2;
 
 /// `sloop up` running as a child process, its stdout collected.
 struct SloopUp {
@@ -32,6 +36,8 @@ impl SloopUp {
                 "--any-port",
                 "--admin-email",
                 ADMIN_EMAIL,
+                "--chat-instances",
+                &CHAT_INSTANCES.to_string(),
                 "--data-dir",
             ])
             .arg(data_dir)
@@ -68,7 +74,9 @@ impl SloopUp {
         let urls = summary_urls(&output);
         let missing: Vec<_> = sloop::SERVICES
             .iter()
-            .filter(|s| !urls.contains_key(**s))
+            .copied()
+            .chain(["chat#2"])
+            .filter(|s| !urls.contains_key(*s))
             .collect();
         assert!(
             missing.is_empty(),
@@ -150,7 +158,7 @@ async fn sloop_up_runs_the_shop_and_each_service_keeps_its_own_identity() {
         );
     }
 
-    shop_journey(&ApiClient::new(platform.url("gateway"))).await;
+    shop_journey(&ApiClient::new(platform.url("gateway")), CHAT_INSTANCES).await;
 
     one_order_is_one_trace_across_services(&receiver).await;
     each_metrics_endpoint_holds_only_its_services_series(&platform).await;
@@ -184,6 +192,27 @@ async fn one_order_is_one_trace_across_services(receiver: &OtlpReceiver) {
         let resource_name = span.resource.get("service.name").and_then(|v| v.as_str());
         assert_eq!(resource_name, Some(span.service.as_str()));
     }
+    eventually(
+        "spans from each chat instance, as chat with an instance id of its own",
+        Duration::from_secs(30),
+        || {
+            let instances: BTreeSet<String> = receiver
+                .spans()
+                .iter()
+                .filter(|s| s.service == "chat")
+                .filter_map(|s| {
+                    let id = s.resource.get("service.instance.id")?.as_str()?;
+                    Some(id.to_owned())
+                })
+                .collect();
+            std::future::ready(if instances.len() == CHAT_INSTANCES {
+                Ok(())
+            } else {
+                Err(format!("chat instances seen: {instances:?}"))
+            })
+        },
+    )
+    .await;
     let server = |name: &str| {
         trace
             .iter()
@@ -221,11 +250,13 @@ async fn each_metrics_endpoint_holds_only_its_services_series(platform: &SloopUp
         ("notification", "notification_deliveries_total"),
         ("audit", "audit_entries_total"),
         ("batch", "batch_read_model_events_total"),
+        ("chat", "chat_messages_delivered_total"),
     ];
     let client = reqwest::Client::new();
-    for service in sloop::SERVICES {
+    for scope in sloop::SERVICES.iter().copied().chain(["chat#2"]) {
+        let service = telemetry::scope::service_name(scope);
         let text = client
-            .get(format!("{}/metrics", platform.url(service)))
+            .get(format!("{}/metrics", platform.url(scope)))
             .send()
             .await
             .expect("scrape")
@@ -238,22 +269,31 @@ async fn each_metrics_endpoint_holds_only_its_services_series(platform: &SloopUp
             if owner == service {
                 assert!(
                     samples,
-                    "{service}'s /metrics lacks its own {family}:\n{text}"
+                    "{scope}'s /metrics lacks its own {family}:\n{text}"
                 );
             } else {
-                assert!(!named, "{service}'s /metrics holds {owner}'s {family}");
+                assert!(!named, "{scope}'s /metrics holds {owner}'s {family}");
             }
         }
         let api_routes = text.contains("route=\"/api/");
         assert_eq!(
             api_routes,
             service == "gateway",
-            "{service}'s /metrics and the gateway's /api routes"
+            "{scope}'s /metrics and the gateway's /api routes"
         );
         assert!(
             text.contains("http_server_requests_total"),
-            "{service}'s /metrics lacks its request counter"
+            "{scope}'s /metrics lacks its request counter"
         );
+        if service == "chat" {
+            // Each instance counts the message it delivered to the socket it holds.
+            let delivered: f64 = text
+                .lines()
+                .filter(|l| l.starts_with("chat_messages_delivered_total"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            assert!(delivered >= 1.0, "{scope} delivered nothing:\n{text}");
+        }
     }
 }
 

@@ -154,12 +154,14 @@ pub fn init_with(config: TelemetryConfig) -> Result<TelemetryGuard, InitError> {
 /// Starts telemetry for several services sharing this process (`sloop up`), each with its
 /// own identity: spans made on a thread entered into a service's [`scope`] carry that
 /// service's `service.name`, its metrics go to its own registry, its log lines name it.
+/// A second instance of a service is its own scope, `name#2` (see [`scope`]).
 /// `OTEL_SERVICE_NAME` is not read: one name cannot be right for all of them.
 pub fn init_services(services: &[&'static str]) -> Result<TelemetryGuard, InitError> {
     let mut telemetry = Vec::with_capacity(services.len());
     for service in services {
-        let mut config = TelemetryConfig::from_env(service)?;
-        config.service_name = (*service).to_owned();
+        let name = scope::service_name(service);
+        let mut config = TelemetryConfig::from_env(name)?;
+        config.service_name = name.to_owned();
         telemetry.push(ServiceTelemetry {
             scope: Some(service),
             config,

@@ -68,7 +68,9 @@ where
         let mut line = Map::new();
         line.insert("timestamp".into(), Value::String(now_rfc3339()));
         line.insert("level".into(), Value::String(meta.level().to_string()));
-        let service = crate::scope::current().unwrap_or(&self.service);
+        let service = crate::scope::current().map_or(self.service.as_str(), |scope| {
+            crate::scope::service_name(scope)
+        });
         line.insert("service".into(), Value::String(service.to_owned()));
         line.insert("target".into(), Value::String(meta.target().to_owned()));
         if let Some(scope) = ctx.event_scope() {

@@ -5,6 +5,10 @@
 //! threads then belong to that service: its tracer (its `service.name`), its Prometheus
 //! registry, its `service` on log lines — exactly as if it ran alone. A process with one
 //! service never enters a scope, and everything belongs to that service.
+//!
+//! A scope is a service's name, or `name#n` for its n-th instance when the process runs
+//! several (`chat#2`): that instance gets a registry and a tracer (with its own
+//! `service.instance.id`) of its own, under the service's name.
 
 use std::cell::Cell;
 
@@ -25,6 +29,11 @@ pub fn enter(service: &'static str) {
 /// The service the current thread works for, if it was entered into one.
 pub fn current() -> Option<&'static str> {
     CURRENT.with(Cell::get)
+}
+
+/// The service a scope belongs to: `chat` for `chat` and for `chat#2`.
+pub fn service_name(scope: &str) -> &str {
+    scope.split_once('#').map_or(scope, |(service, _)| service)
 }
 
 /// Runs `work` in `service`'s scope on this thread, then restores the previous scope.
@@ -66,6 +75,12 @@ impl Tracer for ScopedTracer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instance_scope_belongs_to_its_service() {
+        assert_eq!(service_name("chat"), "chat");
+        assert_eq!(service_name("chat#2"), "chat");
+    }
 
     #[test]
     fn a_thread_is_in_no_scope_until_entered() {

@@ -551,7 +551,7 @@ async fn list_messages(
     get, path = "/socket",
     responses(
         (status = 101, description = "Switching to a WebSocket. The server sends JSON text frames, each with a `type`: \
-            `welcome` first (the user and their rooms), then `message` for every message posted to any room the user is a member of \
+            `welcome` first (the user, their rooms and the instance holding the socket), then `message` for every message posted to any room the user is a member of \
             (joined later included), and `presence` when a room mate connects or disconnects. The server pings every heartbeat; \
             a socket that sends nothing (not even a pong) for two heartbeats is closed with code 1008. A socket that lets \
             messages pile up unread is closed with code 1013; read what was missed with `GET /rooms/{id}/messages?order=oldest&cursor=<last id seen>`.",

@@ -152,8 +152,13 @@ pub enum Order {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Frame {
-    /// First frame: who the socket belongs to and the rooms it receives.
-    Welcome { user_id: String, rooms: Vec<String> },
+    /// First frame: who the socket belongs to, the rooms it receives, and the chat instance
+    /// holding it (behind a balancing gateway, which one the socket landed on).
+    Welcome {
+        user_id: String,
+        rooms: Vec<String>,
+        instance: String,
+    },
     /// A message posted to one of the user's rooms (the sender's own included).
     Message(Message),
     /// A member of a shared room connected (`online`) or disconnected.

@@ -70,6 +70,7 @@ impl Sockets {
             Ok(rooms) => Frame::Welcome {
                 user_id: user.clone(),
                 rooms,
+                instance: self.instance.to_string(),
             },
             Err(err) => {
                 tracing::error!(error = %err, "cannot record the connection; closing it");

@@ -33,7 +33,12 @@ async fn messages_reach_members_sockets_only(backend: TestBackend) {
     let (mut ann, welcome) = connect(&app, "ann").await;
     assert_eq!(welcome["user_id"], "ann");
     assert_eq!(welcome["rooms"], serde_json::json!([room]));
-    let (mut bob, _) = connect(&app, "bob").await;
+    let (mut bob, bob_welcome) = connect(&app, "bob").await;
+    assert!(
+        welcome["instance"].as_str().is_some_and(|i| !i.is_empty())
+            && bob_welcome["instance"] == welcome["instance"],
+        "one instance names itself in every welcome: {welcome} {bob_welcome}"
+    );
     let (mut eve, _) = connect(&app, "eve").await;
 
     let sent = send(&app, &room, "ann", "hello @bob").await;

@@ -3,14 +3,15 @@
 //! orders with a card that is declined (cancelled, stock returned), reads the notifications
 //! both produced, and the admin finds the audit chain intact with each event exactly once
 //! and both orders in a sales report the batch service builds from the events. Ann and the
-//! admin chat in a room over WebSockets through the gateway, and a mention notifies.
+//! admin chat in a room over WebSockets through the gateway (on two chat instances when
+//! several run), and a mention notifies.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::api::{Account, ApiClient, next_frame};
+use crate::api::{Account, ApiClient, Socket, next_frame};
 
 /// The email auth gives the admin role to, in every platform these tests start.
 pub const ADMIN_EMAIL: &str = "admin@example.com";
@@ -40,8 +41,10 @@ where
     }
 }
 
-/// Runs the journey against the gateway `api` talks to.
-pub async fn shop_journey(api: &ApiClient) {
+/// Runs the journey against the gateway `api` talks to, behind which `chat_instances`
+/// chat instances run: with more than one, the two chat users' sockets must land on
+/// different instances, so the live message crosses between them.
+pub async fn shop_journey(api: &ApiClient, chat_instances: usize) {
     let admin = Account::from_login(&api.sign_up(ADMIN_EMAIL).await);
     let ann = Account::from_login(&api.sign_up("ann@example.com").await);
     let (kettle, teapot) = stock_the_catalogue(api, &admin, &ann).await;
@@ -80,7 +83,7 @@ pub async fn shop_journey(api: &ApiClient) {
 
     read_notifications(api, &ann, &confirmed, &declined).await;
     audit_holds_every_event_once(api, &admin, &ann).await;
-    chat_live_with_a_mention(api, &ann, &admin).await;
+    chat_live_with_a_mention(api, &ann, &admin, chat_instances).await;
     // The orders' events happened between the first order's creation and the second's
     // cancellation: the report covers those days (one, unless the journey crossed midnight).
     let first_day = day_of(&first["created_at"]);
@@ -88,10 +91,16 @@ pub async fn shop_journey(api: &ApiClient) {
     sales_report_counts_both_orders(api, &admin, &ann, &first_day, &last_day).await;
 }
 
-/// Ann opens a room and the admin joins; both hold a socket through the gateway. Ann's
-/// message reaches the admin's socket as it is sent, with the admin mentioned, and the
-/// mention becomes the admin's notification. Strangers may not read the room.
-async fn chat_live_with_a_mention(api: &ApiClient, ann: &Account, admin: &Account) {
+/// Ann opens a room and the admin joins; both hold a socket through the gateway (on two
+/// instances, when there are several). Ann's message reaches the admin's socket as it is
+/// sent, with the admin mentioned, and the mention becomes the admin's notification.
+/// Strangers may not read the room.
+async fn chat_live_with_a_mention(
+    api: &ApiClient,
+    ann: &Account,
+    admin: &Account,
+    chat_instances: usize,
+) {
     let (status, room) = api
         .post(
             "/api/chat/rooms",
@@ -117,13 +126,24 @@ async fn chat_live_with_a_mention(api: &ApiClient, ann: &Account, admin: &Accoun
 
     // Ann's client sets `Authorization`; the admin's signs in as a browser must.
     let mut ann_socket = api.websocket("/api/chat/socket", &ann.token).await;
+    let ann_instance = welcomed(&mut ann_socket, ann, room_id).await;
     let mut admin_socket = api
         .browser_websocket("/api/chat/socket", &admin.token)
         .await;
-    for (socket, who) in [(&mut ann_socket, ann), (&mut admin_socket, admin)] {
-        let welcome = next_frame(socket, "welcome").await;
-        assert_eq!(welcome["user_id"], who.user_id.as_str(), "{welcome}");
-        assert!(welcome["rooms"].to_string().contains(room_id), "{welcome}");
+    let mut admin_instance = welcomed(&mut admin_socket, admin, room_id).await;
+    // The gateway hands sockets to the instances in turn; another request may come between.
+    let mut attempts = 1;
+    while chat_instances > 1 && admin_instance == ann_instance {
+        assert!(
+            attempts < 4 * chat_instances,
+            "{attempts} sockets through the gateway all landed on Ann's chat instance \
+             {ann_instance}, one of {chat_instances}: does it balance /api/chat?"
+        );
+        admin_socket = api
+            .browser_websocket("/api/chat/socket", &admin.token)
+            .await;
+        admin_instance = welcomed(&mut admin_socket, admin, room_id).await;
+        attempts += 1;
     }
     let text = format!("@{} the kettles are in stock", admin.user_id);
     let (status, sent) = api
@@ -167,6 +187,19 @@ async fn chat_live_with_a_mention(api: &ApiClient, ann: &Account, admin: &Accoun
         .await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["items"][0]["id"], sent["id"], "{page}");
+}
+
+/// Reads a socket's welcome frame: it names `who` and `room`; returns the chat instance
+/// holding the socket.
+async fn welcomed(socket: &mut Socket, who: &Account, room: &str) -> String {
+    let welcome = next_frame(socket, "welcome").await;
+    assert_eq!(welcome["user_id"], who.user_id.as_str(), "{welcome}");
+    assert!(welcome["rooms"].to_string().contains(room), "{welcome}");
+    welcome["instance"]
+        .as_str()
+        .filter(|i| !i.is_empty())
+        .unwrap_or_else(|| panic!("the welcome names no instance: {welcome}"))
+        .to_owned()
 }
 
 /// The UTC day of an RFC 3339 time.

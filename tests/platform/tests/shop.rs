@@ -17,6 +17,6 @@ async fn the_shop_journey_against_processes_on_postgres_and_tansu() {
         &gateway_config_file(1000, 1000),
     )
     .await;
-    shop_journey(&ApiClient::new(platform.gateway.url(""))).await;
+    shop_journey(&ApiClient::new(platform.gateway.url("")), 1).await;
     platform.stop().await;
 }
