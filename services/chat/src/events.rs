@@ -5,8 +5,9 @@
 //!
 //! Members are looked up per event, so a socket receives rooms joined after it opened.
 //! Events from before the instance started are history, not news: clients read them over
-//! HTTP, and a new group on Kafka (which starts at the earliest offset) does not replay the
-//! topic into sockets.
+//! HTTP. A new group on Kafka starts at the earliest offset, so nothing sent after the start
+//! is missed while the group joins; the kit passes the older events over without a
+//! transaction, so the topic is not replayed into sockets nor into the database.
 
 use std::sync::Arc;
 
@@ -27,18 +28,13 @@ pub fn group(instance: &str) -> String {
 
 /// The fan-out consumer of `sloop.chat` for this instance.
 pub fn consumer(instance: &str, hub: Arc<Hub>) -> Consumer {
-    let fanout = Fanout {
-        hub,
-        started: time::OffsetDateTime::now_utc(),
-    };
-    Consumer::new(group(instance), &[chat_events::TOPIC], fanout)
+    Consumer::new(group(instance), &[chat_events::TOPIC], Fanout { hub })
+        .skipping_events_before(time::OffsetDateTime::now_utc())
 }
 
 /// Pushes chat events to local sockets.
 pub struct Fanout {
     hub: Arc<Hub>,
-    /// Events older than this are not pushed (see the module's notes).
-    started: time::OffsetDateTime,
 }
 
 impl Handler for Fanout {
@@ -48,9 +44,6 @@ impl Handler for Fanout {
         tx: &'a mut Tx,
     ) -> BoxFuture<'a, Result<(), HandlerError>> {
         Box::pin(async move {
-            if parse_rfc3339(&event.time).is_some_and(|at| at < self.started) {
-                return Ok(());
-            }
             if event.kind == chat_events::MESSAGE_SENT.name {
                 let data: chat_events::ChatMessageSent = event.decode(chat_events::MESSAGE_SENT)?;
                 self.message(data, tx).await

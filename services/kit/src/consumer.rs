@@ -109,6 +109,7 @@ pub struct Consumer {
     pub(crate) topics: Vec<String>,
     pub(crate) handler: Arc<dyn Handler>,
     pub(crate) retry: RetryPolicy,
+    pub(crate) skip_before: Option<time::OffsetDateTime>,
 }
 
 impl Consumer {
@@ -120,11 +121,22 @@ impl Consumer {
             topics: topics.iter().map(|t| (*t).to_owned()).collect(),
             handler: Arc::new(handler),
             retry: RetryPolicy::default(),
+            skip_before: None,
         }
     }
 
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// Events whose `time` is before `at` are passed over: committed, counted as
+    /// `skipped`, and never handed to the handler nor recorded as applied. For a group that
+    /// only cares about news (a chat instance pushing to its sockets): a new group on Kafka
+    /// starts at the topic's earliest offset, so no event after its start can be missed,
+    /// and history then costs a read from the broker, not a transaction per event.
+    pub fn skipping_events_before(mut self, at: time::OffsetDateTime) -> Self {
+        self.skip_before = Some(at);
         self
     }
 
@@ -142,6 +154,8 @@ impl Consumer {
 enum Outcome {
     Applied,
     Duplicate,
+    /// Older than the consumer cares for (see [`Consumer::skipping_events_before`]).
+    Skipped,
     DeadLettered,
     /// Shutdown came while it was still failing: leave it uncommitted for next time.
     Interrupted,
@@ -152,6 +166,7 @@ impl Outcome {
         match self {
             Self::Applied => "applied",
             Self::Duplicate => "duplicate",
+            Self::Skipped => "skipped",
             Self::DeadLettered => "dead_lettered",
             Self::Interrupted => "interrupted",
         }
@@ -230,6 +245,7 @@ impl Running {
         let started = Instant::now();
         let message = &delivery.message;
         let outcome = match Event::from_message(message) {
+            Ok(event) if self.is_history(&event) => Outcome::Skipped,
             Ok(event) => {
                 let span = self.span(&event);
                 let outcome = self
@@ -265,6 +281,13 @@ impl Running {
         counter!(MESSAGING_CONSUMED, &labels).increment(1);
         histogram!(MESSAGING_PROCESS_DURATION, &labels).record(started.elapsed().as_secs_f64());
         outcome
+    }
+
+    /// Whether `event` comes from before what this consumer cares for.
+    fn is_history(&self, event: &Event) -> bool {
+        self.consumer
+            .skip_before
+            .is_some_and(|before| parse_rfc3339(&event.time).is_some_and(|at| at < before))
     }
 
     fn span(&self, event: &Event) -> tracing::Span {

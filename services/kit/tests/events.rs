@@ -1,7 +1,8 @@
 //! Events through the outbox, on the in-memory bus and on a real Kafka-protocol broker
 //! (Tansu): published in order per subject, nothing for a rolled-back transaction, each
 //! applied once, failures retried then dead-lettered with the reason, and a broker restart
-//! in the middle of 10 000 events losing none and applying none twice.
+//! in the middle of 10 000 events losing none and applying none twice. A consumer that only
+//! wants news passes over what came before it.
 
 use std::time::{Duration, Instant};
 
@@ -307,6 +308,87 @@ impl Pair {
         self.producer.stop().await;
         self.consumer.stop().await;
     }
+}
+
+/// A consumer that only wants news passes over what was published before it started: never
+/// handled nor recorded as applied, committed all the same; what comes after applies.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_news_consumer_passes_over_what_came_before_it() {
+    let bus = EventBus::connect(&BusUrl::Memory, "test").unwrap();
+    let EventBus::Memory(memory) = &bus else {
+        unreachable!("a memory bus")
+    };
+    let producer = TestApp::builder(producer())
+        .backend(TestBackend::Sqlite)
+        .bus(bus.clone())
+        .spawn()
+        .await;
+    let write = |subject: &'static str, count: i64| {
+        let producer = &producer;
+        async move {
+            producer
+                .post(
+                    "/write",
+                    &json!({ "subject": subject, "from": 1, "count": count }),
+                )
+                .await
+                .assert_status(200);
+        }
+    };
+    write("old", 3).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while memory.events(ENTRY.topic).len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the old events were never published"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let cutoff = time::OffsetDateTime::now_utc();
+    let news = Service::new("consumer", 0)
+        .database(&MIGRATIONS)
+        .consumes("ledger", move |_| {
+            Consumer::new("ledger", &[ENTRY.topic], Apply).skipping_events_before(cutoff)
+        });
+    let consumer = TestApp::builder(news)
+        .backend(TestBackend::Sqlite)
+        .bus(bus.clone())
+        .spawn()
+        .await;
+    write("new", 2).await;
+
+    let subjects = || async {
+        sqlx::query_as::<_, (String,)>("SELECT subject FROM applied ORDER BY seq")
+            .fetch_all(consumer.db().pool())
+            .await
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while subjects().await.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the new events were never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let applied: Vec<String> = subjects().await.into_iter().map(|(s,)| s).collect();
+    assert_eq!(applied, ["new", "new"], "only what came after the start");
+    let (recorded,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM kit_processed_events")
+        .fetch_one(consumer.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(recorded, 2, "passed-over events are not recorded");
+    let metrics = consumer.get("/metrics").await.text();
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("messaging_client_consumed_messages_total{")
+                && l.contains("outcome=\"skipped\"")
+                && l.ends_with(" 3")
+        ),
+        "three passed over, and counted: {metrics}"
+    );
+    producer.stop().await;
+    consumer.stop().await;
 }
 
 macro_rules! on_both_buses {
