@@ -35,7 +35,7 @@ distributed_journey() {
     SLOOP_KAFKA_PORT="$(free_port)" AUTH_ADMIN_EMAILS=admin@example.com SLOOP_BIN_DIR=target/debug \
     SLOOP_CHAT_INSTANCES=2
   if ./scripts/distributed-up.sh; then
-    cargo run --locked -q -p platform-tests --example journey -- http://127.0.0.1:38080 2 || status=$?
+    cargo run --locked -q -p platform-tests --example journey -- http://127.0.0.1:38080 "$SLOOP_CHAT_INSTANCES" || status=$?
   else
     status=$?
   fi

@@ -186,7 +186,8 @@ impl Platform {
     ) -> Result<(), UpError> {
         let name = telemetry::scope::service_name(scope);
         let instance = self.services.iter().filter(|s| s.name == name).count();
-        let service = build_service(name, options, &self.instances());
+        let instances = self.instances();
+        let service = build_service(name, options, &instances);
         let port = listen_port(scope, service.port(), instance, options.ports)?;
         let mut settings = Settings::from_args(&options.service_args, port, bus.clone());
         settings.listen = SocketAddr::new(options.host, port);
@@ -195,8 +196,7 @@ impl Platform {
             options.data_dir.join(format!("{name}.db")).display()
         ));
         // Services call the first instance of another; only the gateway balances.
-        settings.upstream_urls = self
-            .instances()
+        settings.upstream_urls = instances
             .into_iter()
             .map(|(name, mut urls)| (name, urls.swap_remove(0)))
             .collect();
